@@ -319,8 +319,8 @@ def load_bundle(path, verify: bool = True) -> Bundle:
                 raise ValueError(f"{path}: {name} does not match the sha256 in model.json")
     cls = get_model_class(meta["model"])
     model = cls.from_config(meta["params"])
-    model._set_state(load_file(str(path / "weights.safetensors")), meta["state"])
     model.n_items_ = meta["n_items"]
+    model._set_state(load_file(str(path / "weights.safetensors")), meta["state"])
     item_ids = IdMap.load(path / "items.parquet") if (path / "items.parquet").exists() else None
     user_ids = IdMap.load(path / "users.parquet") if (path / "users.parquet").exists() else None
     histories = None

@@ -1,0 +1,106 @@
+"""What every torch recommender shares: building its network, training it with the Trainer, scoring batches
+of users without gradients, and turning its weights into safetensors arrays.
+
+A subclass implements:
+- `_build_module(self) -> nn.Module`: the network, from hyperparameters and learned sizes (`self.n_items_`);
+  the module implements `training_step(batch, ctx)` and `score(batch) -> (B, n_items)`;
+- `_training_data(self, train) -> dataset` with `__len__` and `batch(indices)`;
+- `_score_input(self, histories) -> batch`: what `module.score` takes for a batch of users (default: SparseRows).
+It calls `self._train(train, validation)` from `fit`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from genrec.data.interactions import Histories, Interactions
+from genrec.models.base import Recommender
+from genrec.training.data import CSRRows, sparse_rows
+from genrec.training.trainer import Trainer, _to_device, resolve_device
+
+
+class TorchRecommender(Recommender):
+    #: learned sizes and settings saved in model.json next to the weights (names of attributes)
+    _meta_attributes: tuple[str, ...] = ()
+
+    # subclass hooks -------------------------------------------------------------------------------------------
+    def _build_module(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def _training_data(self, train: Interactions):
+        return CSRRows(train.csr())
+
+    def _score_input(self, histories: Histories):
+        return sparse_rows(histories.matrix)
+
+    # training ---------------------------------------------------------------------------------------------
+    def _trainer(self) -> Trainer:
+        return Trainer(self.epochs, self.batch_size, self.lr, seed=self.seed, options=self.train_options)
+
+    def _train(self, train: Interactions, validation=None, history_path: str | Path | None = None) -> None:
+        """Build the module and fit it; validation (a Holdout) drives early stopping on the monitor metric."""
+        torch.manual_seed(self.seed)
+        self.n_items_ = train.n_items
+        self.module_ = self._build_module()
+        trainer = self._trainer()
+        validate = None
+        if validation is not None and len(validation):
+            validate = self._validator(validation, train, trainer.options.monitor)
+        if history_path is None and trainer.options.checkpoint_dir:
+            history_path = Path(trainer.options.checkpoint_dir) / "history.jsonl"
+        result = trainer.fit(self.module_, self._training_data(train), validate, history_path=history_path)
+        self.history_ = result.history
+        self.best_epoch_ = result.best_epoch
+        self.module_.to("cpu").eval()
+
+    def _validator(self, validation, train: Interactions, monitor: str):
+        from genrec.evaluation.evaluate import evaluate
+
+        k = int(monitor.split("@")[1]) if "@" in monitor else 20
+
+        def validate() -> dict[str, float]:
+            r = evaluate(self, validation, ks=(k,), metrics=("ndcg", "recall", "recall_liang"), train=None)
+            return {key: value for key, value in r.summary.items() if key.split("@")[0] in
+                    ("ndcg", "recall", "recall_liang")}
+
+        return validate
+
+    # scoring ----------------------------------------------------------------------------------------------
+    def score(self, histories: Histories) -> np.ndarray:
+        self._check_fitted(histories)
+        module = self.module_
+        device = next(module.parameters()).device
+        was_training = module.training
+        module.eval()
+        with torch.no_grad():
+            out = module.score(_to_device(self._score_input(histories), device))
+        if was_training:
+            module.train()
+        return out.float().cpu().numpy()
+
+    def to(self, device: str) -> TorchRecommender:
+        """Move the fitted network (e.g. to 'cuda' for fast scoring)."""
+        self.module_.to(resolve_device(device))
+        return self
+
+    # persistence ------------------------------------------------------------------------------------------
+    def _get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = {k: v.detach().cpu().numpy() for k, v in self.module_.state_dict().items()}
+        meta = {name: getattr(self, name) for name in self._meta_attributes}
+        meta["history"] = getattr(self, "history_", [])
+        meta["best_epoch"] = getattr(self, "best_epoch_", None)
+        return arrays, meta
+
+    def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        for name in self._meta_attributes:
+            setattr(self, name, meta[name])
+        self.history_ = meta.get("history", [])
+        self.best_epoch_ = meta.get("best_epoch")
+        self.n_items_ = meta.get("n_items_", getattr(self, "n_items_", None))
+        self.module_ = self._build_module()
+        self.module_.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
+        self.module_.eval()

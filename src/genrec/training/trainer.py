@@ -1,0 +1,302 @@
+"""The one training loop for every torch model in genrec.
+
+A model hands the Trainer three things and nothing else:
+
+- a `torch.nn.Module` implementing `training_step(batch, ctx)`, which returns either one loss tensor (for the
+  parameter group being trained) or an iterator of `(group, loss)` pairs. Each pair is back-propagated and
+  stepped before the next loss is computed, which is what a GAN (discriminator, then generator) or RecVAE
+  (alternating encoder and decoder) needs. A module may define `param_groups() -> {name: [params]}` (default:
+  one group "main") and `phases(epoch) -> [group, ...]` (default: one pass updating every group);
+- a dataset with `__len__` and `batch(indices) -> batch` (see `genrec.training.data`);
+- optionally `validate() -> {metric: value}`, called after each epoch for early stopping.
+
+The Trainer owns shuffling (seeded per epoch, so a resumed run replays exactly the same batches), optimisers
+(Adam/AdamW), gradient clipping, learning-rate schedules, early stopping with the best weights restored,
+atomic per-epoch checkpoints and resume, `history.jsonl`, tqdm progress, the device and autocast on GPU, and
+distributed data parallel training when `torch.distributed` is initialised (torchrun).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pydantic
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from genrec.training.checkpoint import load_checkpoint, save_checkpoint, state_to_cpu
+
+
+class TrainOptions(pydantic.BaseModel):
+    """How to train (not what to learn): the model's own hyperparameters stay in its constructor."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    optimizer: Literal["adam", "adamw"] = "adam"
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    lr_schedule: Literal["constant", "cosine", "linear", "step"] = "constant"
+    warmup_epochs: int = 0
+    monitor: str = "ndcg@20"
+    patience: int | None = None
+    eval_every: int = 1
+    checkpoint_dir: str | None = None
+    resume: bool = True
+    device: str = "auto"
+    amp: bool = True
+    progress: bool | None = None
+    log_every: int = 50
+    max_batches_per_epoch: int | None = None
+
+
+@dataclass
+class StepContext:
+    """What a training step may need: the epoch, the global update count, the phase and the device."""
+
+    epoch: int
+    step: int
+    phase: str
+    device: torch.device
+    n_epochs: int
+    rank: int = 0
+    world_size: int = 1
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_metric: float | None = None
+    seconds: float = 0.0
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def linear_anneal(step: int, total_steps: int, cap: float) -> float:
+    """KL weight that rises linearly from 0 to `cap` over `total_steps` updates (Liang et al. 2018)."""
+    if total_steps <= 0:
+        return cap
+    return min(cap, cap * step / total_steps)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+class Trainer:
+    """Train `module` on `data` for `epochs` epochs of `batch_size` examples with learning rate `lr`."""
+
+    def __init__(self, epochs: int, batch_size: int, lr: float, seed: int = 0, options: dict | None = None):
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.seed = seed
+        self.options = TrainOptions(**(options or {}))
+        self.device = resolve_device(self.options.device)
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world_size = dist.get_world_size() if self.distributed else 1
+
+    # optimisers and schedules -------------------------------------------------------------------------------
+    def _optimizers(self, module: torch.nn.Module) -> dict[str, torch.optim.Optimizer]:
+        groups = module.param_groups() if hasattr(module, "param_groups") else {"main": list(module.parameters())}
+        cls = torch.optim.AdamW if self.options.optimizer == "adamw" else torch.optim.Adam
+        return {
+            name: cls([p for p in params if p.requires_grad], lr=self.lr, weight_decay=self.options.weight_decay)
+            for name, params in groups.items()
+        }
+
+    def _lr_factor(self, epoch: int) -> float:
+        o = self.options
+        if epoch < o.warmup_epochs:
+            return (epoch + 1) / (o.warmup_epochs + 1)
+        t = (epoch - o.warmup_epochs) / max(self.epochs - o.warmup_epochs, 1)
+        if o.lr_schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * t))
+        if o.lr_schedule == "linear":
+            return max(1.0 - t, 0.0)
+        if o.lr_schedule == "step":
+            return 0.1 ** int(t * 3)
+        return 1.0
+
+    # batches ----------------------------------------------------------------------------------------------
+    def epoch_indices(self, n: int, epoch: int) -> np.ndarray:
+        """This rank's example order for `epoch`: a permutation seeded by (seed, epoch), sharded by rank.
+        Every rank gets the same number of batches (the permutation is padded by wrapping around)."""
+        perm = np.random.default_rng([self.seed, epoch]).permutation(n)
+        if self.world_size > 1:
+            per_rank = math.ceil(n / self.world_size)
+            perm = np.resize(perm, per_rank * self.world_size)[self.rank :: self.world_size]
+        return perm
+
+    def _batches(self, data, epoch: int) -> list[np.ndarray]:
+        idx = self.epoch_indices(len(data), epoch)
+        batches = [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+        if self.options.max_batches_per_epoch:
+            batches = batches[: self.options.max_batches_per_epoch]
+        return batches
+
+    # the loop ---------------------------------------------------------------------------------------------
+    def fit(self, module: torch.nn.Module, data, validate=None, history_path: str | Path | None = None) -> FitResult:
+        """Train in place; returns the per-epoch history. With early stopping the best weights are restored."""
+        start_all = time.perf_counter()
+        seed_everything(self.seed)
+        module.to(self.device)
+        optimizers = self._optimizers(module)
+        net = self._wrap(module)
+        result, start_epoch, step, best_state = FitResult(), 0, 0, None
+        ckpt_dir = self.options.checkpoint_dir
+        if ckpt_dir and self.options.resume:
+            meta = load_checkpoint(ckpt_dir, module, optimizers, self.device)
+            if meta is not None:
+                start_epoch, step = meta["epoch"] + 1, meta["step"]
+                result.history = meta["history"]
+                result.best_epoch, result.best_metric = meta.get("best_epoch"), meta.get("best_metric")
+                best_file = Path(ckpt_dir) / "best.safetensors"
+                if best_file.exists():
+                    from safetensors.torch import load_file
+
+                    best_state = load_file(str(best_file))
+        bad_epochs = 0 if result.best_epoch is None else (start_epoch - 1 - result.best_epoch)
+        for epoch in range(start_epoch, self.epochs):
+            t0 = time.perf_counter()
+            losses, step = self._run_epoch(module, net, data, optimizers, epoch, step)
+            record: dict[str, Any] = {"epoch": epoch, "step": step, **losses,
+                                      "lr": self.lr * self._lr_factor(epoch)}
+            improved = False
+            if validate is not None and (epoch + 1) % self.options.eval_every == 0:
+                module.eval()
+                with torch.no_grad():
+                    metrics = self._all_reduce_metrics(validate())
+                record.update({f"val_{k}": v for k, v in metrics.items()})
+                value = metrics.get(self.options.monitor)
+                if value is not None and (result.best_metric is None or value > result.best_metric):
+                    result.best_metric, result.best_epoch, improved = float(value), epoch, True
+                    best_state = state_to_cpu(module)
+                    bad_epochs = 0
+                else:
+                    bad_epochs += 1
+            record["seconds"] = time.perf_counter() - t0
+            result.history.append(record)
+            self._log(record, history_path, improved, best_state, module, optimizers, result)
+            if self.options.patience is not None and bad_epochs > self.options.patience:
+                break
+        if best_state is not None:
+            module.load_state_dict(best_state)
+        module.eval()
+        result.seconds = time.perf_counter() - start_all
+        return result
+
+    def _run_epoch(self, module, net, data, optimizers, epoch: int, step: int) -> tuple[dict[str, float], int]:
+        torch.manual_seed(self.seed * 100_003 + epoch)  # dropout and sampling replay exactly after a resume
+        for opt in optimizers.values():
+            for g in opt.param_groups:
+                g["lr"] = self.lr * self._lr_factor(epoch)
+        phases = module.phases(epoch) if hasattr(module, "phases") else [None]
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        module.train()
+        show = self.options.progress if self.options.progress is not None else None
+        for phase in phases:
+            batches = self._batches(data, epoch if phase is None else epoch * 1000 + phases.index(phase))
+            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{self.epochs}" + (f" {phase}" if phase else ""),
+                       disable=(show is False) or self.rank != 0, leave=False, unit="batch")
+            for idx in bar:
+                batch = _to_device(data.batch(idx), self.device)
+                ctx = StepContext(epoch, step, phase or "main", self.device, self.epochs, self.rank, self.world_size)
+                for group, loss in self._losses(net, batch, ctx, phase):
+                    opt = optimizers[group]
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if self.options.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(
+                            [p for g in opt.param_groups for p in g["params"]], self.options.grad_clip)
+                    opt.step()
+                    key = f"loss_{group}" if len(optimizers) > 1 else "loss"
+                    sums[key] = sums.get(key, 0.0) + float(loss.detach())
+                    counts[key] = counts.get(key, 0) + 1
+                step += 1
+                if counts and step % self.options.log_every == 0:
+                    bar.set_postfix({k: f"{sums[k] / counts[k]:.4g}" for k in sums})
+        return {k: sums[k] / counts[k] for k in sums}, step
+
+    def _losses(self, net, batch, ctx: StepContext, phase: str | None) -> Iterator[tuple[str, torch.Tensor]]:
+        use_amp = self.options.amp and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = net(batch, ctx) if isinstance(net, torch.nn.parallel.DistributedDataParallel) else \
+                net.training_step(batch, ctx)
+        if torch.is_tensor(out):
+            yield (phase or "main"), out
+        else:
+            yield from out
+
+    # distributed ----------------------------------------------------------------------------------------
+    def _wrap(self, module: torch.nn.Module):
+        if not self.distributed:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        if not hasattr(module, "forward") or type(module).forward is torch.nn.Module.forward:
+            module.forward = module.training_step  # DDP calls forward; route it to the training step
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
+
+    def _all_reduce_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Validation runs on each rank's share of users; the mean over ranks is what every rank sees.
+        (A model that validates on all users on every rank gets the same numbers back.)"""
+        if not self.distributed:
+            return metrics
+        keys = sorted(metrics)
+        t = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
+        dist.all_reduce(t)
+        t /= self.world_size
+        return dict(zip(keys, t.tolist()))
+
+    # logging and checkpoints ----------------------------------------------------------------------------
+    def _log(self, record, history_path, improved, best_state, module, optimizers, result: FitResult) -> None:
+        if self.rank != 0:
+            return
+        if history_path is not None:  # rewritten whole and renamed: a resumed run never duplicates an epoch
+            path = Path(history_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in result.history))
+            tmp.replace(path)
+        if self.options.checkpoint_dir:
+            ckpt = Path(self.options.checkpoint_dir)
+            if improved and best_state is not None:
+                from safetensors.torch import save_file
+
+                tmp = ckpt / ".best.tmp"
+                ckpt.mkdir(parents=True, exist_ok=True)
+                save_file({k: v.contiguous() for k, v in best_state.items()}, str(tmp))
+                tmp.replace(ckpt / "best.safetensors")
+            save_checkpoint(ckpt, module, optimizers, {
+                "epoch": record["epoch"], "step": record["step"], "history": result.history,
+                "best_epoch": result.best_epoch, "best_metric": result.best_metric,
+            })
+
+
+def _to_device(batch, device: torch.device):
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+        return type(batch)(*(_to_device(v, device) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
