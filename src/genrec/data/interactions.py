@@ -132,8 +132,9 @@ class Histories:
         return np.diff(self.matrix.indptr)
 
     def __getitem__(self, rows) -> Histories:
-        """A subset of users (a slice or an index array), keeping order information."""
-        rows = np.arange(self.n_users)[rows] if isinstance(rows, slice) else np.asarray(rows, dtype=np.int64)
+        """A subset of users (a slice, an index array, negative indices included, or a boolean mask), keeping
+        order information."""
+        rows = np.atleast_1d(np.arange(self.n_users)[rows])
         seq_indptr = seq_items = None
         if self.seq_indptr is not None:
             starts, ends = self.seq_indptr[rows], self.seq_indptr[rows + 1]
@@ -155,9 +156,9 @@ class Histories:
         """Build from per-user lists of item indices, oldest first."""
         lengths = np.array([len(x) for x in item_lists], dtype=np.int64)
         seq_indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        seq_items = (
-            np.concatenate([np.asarray(x, dtype=np.int64) for x in item_lists]) if lengths.sum() else np.zeros(0, np.int64)
-        )
+        seq_items = np.zeros(0, np.int64)
+        if lengths.sum():
+            seq_items = np.concatenate([np.asarray(x, dtype=np.int64) for x in item_lists])
         if len(seq_items) and (seq_items.min() < 0 or seq_items.max() >= n_items):
             raise DataError(f"item index out of range 0..{n_items - 1} in a history")
         rows = np.repeat(np.arange(len(item_lists)), lengths)
@@ -262,7 +263,12 @@ class Interactions:
         if timestamp is not None:
             ts = frame[timestamp]
             if pd.api.types.is_datetime64_any_dtype(ts):
-                stamps = ts.astype("int64").to_numpy() // 1_000_000_000
+                if ts.isna().any():
+                    row = int(np.flatnonzero(ts.isna().to_numpy())[0])
+                    raise DataError(f"{source}: {timestamp!r} is missing at row {row}")
+                # seconds since the epoch whatever the resolution (pandas 3 parses to microseconds)
+                epoch = pd.Timestamp(0, tz=getattr(ts.dt, "tz", None))
+                stamps = ((ts - epoch) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
             else:
                 num = pd.to_numeric(ts, errors="coerce")
                 if num.isna().any():

@@ -52,7 +52,8 @@ class Split:
 
     def __repr__(self) -> str:
         v = 0 if self.validation is None else len(self.validation)
-        return f"Split({self.protocol}: train {len(self.train)} events, validation {v} users, test {len(self.test)} users)"
+        return (f"Split({self.protocol}: train {len(self.train)} events, validation {v} users, "
+                f"test {len(self.test)} users)")
 
 
 def _rng(seed: int) -> np.random.Generator:
@@ -80,7 +81,10 @@ def split_strong_generalization(data: Interactions, n_heldout: int | float = 0.1
                                 seed: int = 0, validation: bool = True) -> Split:
     """Held-out users (Liang et al. 2018): `n_heldout` users (count, or share if < 1) for test and as many for
     validation; for each, a random `fold_in` share of events is the history and the rest are targets.
-    Items seen only by held-out users stay in the item map (their columns are empty in training)."""
+
+    As in Liang et al.'s preprocessing, held-out users' events on items that no training user has are dropped
+    before the fold-in draw (no model could rank them); those items stay in the item map with empty columns.
+    `Holdout.users` index the input's user map."""
     rng = _rng(seed)
     n = data.n_users
     k = int(round(n * n_heldout)) if isinstance(n_heldout, float) and n_heldout < 1 else int(n_heldout)
@@ -90,20 +94,24 @@ def split_strong_generalization(data: Interactions, n_heldout: int | float = 0.1
     test_users = np.sort(perm[:k])
     val_users = np.sort(perm[k : 2 * k]) if validation else np.zeros(0, np.int64)
     train_users = np.sort(perm[(2 if validation else 1) * k :])
-    # per-event fold-in draw: each user's events shuffled, first ceil(fold_in * n) kept as history
     u = data.users
-    order = np.lexsort((rng.random(len(data)), u))
-    counts = np.bincount(u, minlength=n)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.empty(len(data), np.int64)
-    rank[order] = np.arange(len(data)) - np.repeat(starts, counts)
-    n_hist = np.ceil(counts * fold_in).astype(np.int64)
-    in_hist = rank < n_hist[u]
     is_train = np.zeros(n, bool)
     is_train[train_users] = True
+    known_item = np.bincount(data.items[is_train[u]], minlength=data.n_items) > 0
+    kept = is_train[u] | known_item[data.items]
+    # per-event fold-in draw among kept events: each user's events shuffled, first ceil(fold_in * n) are history
+    order = np.lexsort((rng.random(len(data)), ~kept, u))
+    counts = np.bincount(u[kept], minlength=n)
+    all_counts = np.bincount(u, minlength=n)
+    starts = np.concatenate([[0], np.cumsum(all_counts)[:-1]])
+    rank = np.empty(len(data), np.int64)
+    rank[order] = np.arange(len(data)) - np.repeat(starts, all_counts)
+    n_hist = np.ceil(counts * fold_in).astype(np.int64)
+    in_hist = kept & (rank < n_hist[u])
+    is_target = kept & ~in_hist
     train = _keep_users(data.select(is_train[u]), train_users)
-    test = _holdout_from_masks(data, test_users, in_hist, ~in_hist, "strong_generalization")
-    val = _holdout_from_masks(data, val_users, in_hist, ~in_hist, "strong_generalization") if validation else None
+    test = _holdout_from_masks(data, test_users, in_hist, is_target, "strong_generalization")
+    val = _holdout_from_masks(data, val_users, in_hist, is_target, "strong_generalization") if validation else None
     return Split(train, val, test, "strong_generalization")
 
 
@@ -123,6 +131,11 @@ def split_fixed(train: Interactions, test: Interactions, protocol: str = "fixed"
     left out of the holdout."""
     if test.item_ids is not train.item_ids and test.item_ids != train.item_ids:
         raise DataError("train and test must share one item id map; load them together")
+    n_test_users = test.n_users
+    if test.user_ids is not train.user_ids and (
+        n_test_users > train.n_users or not np.array_equal(test.user_ids.raw, train.user_ids.raw[:n_test_users])
+    ):
+        raise DataError("train and test must share one user id map (test's may be a prefix); load them together")
     targets = test.csr(binary=True)
     if targets.shape[0] < train.n_users:
         targets = sp.vstack([targets, sp.csr_matrix((train.n_users - targets.shape[0], train.n_items))]).tocsr()

@@ -118,7 +118,7 @@ def average_popularity(topk: np.ndarray, popularity: np.ndarray) -> float:
 
 
 def gini(topk: np.ndarray, n_items: int) -> float:
-    """Gini index of how often each item is recommended: 0 all equally, 1 one item only."""
+    """Gini index of how often each item is recommended: 0 when all equally, (n-1)/n when one item only."""
     counts = np.sort(np.bincount(topk[topk >= 0], minlength=n_items).astype(np.float64))
     if counts.sum() == 0:
         return 0.0
