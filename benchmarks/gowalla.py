@@ -1,0 +1,274 @@
+"""Classical baselines on the LightGCN Gowalla split (issue 2): popularity, ItemKNN, EASE, iALS, BPR.
+
+Protocol: the NGCF/LightGCN files as given (train.txt / test.txt, 29,858 users, 40,981 items), full ranking over
+every item except the user's training items, Recall@20 = hits / |test items| and NDCG@20 (LightGCN definitions).
+Hyperparameters are chosen on a validation holdout carved out of train.txt only (a random 10% of each user's
+training items, seed 0), by Recall@20; the chosen model is then refitted on the whole train.txt and scored once
+on test.txt. Every fit runs in a fresh process, so "peak memory" is that process's peak RSS (data, fit and
+everything before it); "fit s" is the wall-clock time of `fit` alone.
+
+    OMP_NUM_THREADS=2 flock /tmp/genrec-heavy.lock .venv/bin/python benchmarks/gowalla.py --models itemknn
+
+writes benchmarks/results/gowalla.md. Every finished fit (validation or test) is kept, as JSON in a comment at the
+end of that file, and reused by later runs: one model per invocation, an interrupted run loses only the fit in
+progress, and the file always shows every model run so far. `--fresh` drops a model's kept fits first. The final
+EASE model is saved as a bundle (`--save-ease`) for other benchmarks to reuse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import platform
+import re
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lightgcn-gowalla"
+RESULTS = Path(__file__).resolve().parent / "results" / "gowalla.md"
+K = 20
+
+SAVE_EASE = Path("/tmp/genrec-artifacts/gowalla-ease/model")
+STORE = re.compile(r"<!-- gowalla-runs\n(.*?)\n-->", re.S)
+
+# the validation grids: small on purpose (one EASE fit takes minutes on 2 cores; the heavy-lock time is rationed)
+GRIDS: dict[str, list[dict]] = {
+    "popularity": [{}],
+    "itemknn": [{"k": k, "shrink": s} for k, s in ((50, 10.0), (200, 10.0), (200, 50.0))],
+    "ease": [{"l2": l2} for l2 in (150.0, 300.0, 600.0)],
+    "ials": [{"factors": f, "regularization": r, "alpha": a, "iterations": 15, "num_threads": 2}
+             for f, r, a in ((128, 0.01, 40.0), (128, 1.0, 10.0), (256, 1.0, 10.0))],
+    "bpr": [{"factors": f, "learning_rate": lr, "iterations": 100} for f, lr in ((128, 0.01), (128, 0.05))],
+}
+NAMES = {"popularity": "Popularity", "itemknn": "ItemKNN", "ease": "EASE", "ials": "iALS", "bpr": "BPR"}
+# (Recall@20, NDCG@20, source) published on this split
+PUBLISHED = {
+    "ease": (0.1765, 0.1467, "EASE re-run on this split as reported in later papers (figure given in issue 2)"),
+}
+REFERENCE_ROWS = [
+    ("Mult-VAE", 0.1641, 0.1335, "He et al., LightGCN (SIGIR 2020), Table 4"),
+    ("LightGCN", 0.1830, 0.1554, "He et al., LightGCN (SIGIR 2020), Table 4"),
+]
+TARGETS = {"ease": (0.175, 0.146), "itemknn": (0.155, 0.120)}
+EASE_LIMITS = (600.0, 16.0)  # fit seconds, peak GB
+
+
+def load_stage(stage: str):
+    """(train, holdout) for 'validation' (train.txt minus 10% per user / those 10%) or 'test' (the files)."""
+    from genrec.data.loaders import load_lightgcn
+    from genrec.data.splits import split_fixed, split_random_holdout
+
+    train, test = load_lightgcn(DATA)
+    if stage == "test":
+        return train, split_fixed(train, test, protocol="lightgcn_fixed").test
+    tuning = split_random_holdout(train, test_fraction=0.1, validation_fraction=0.0, seed=0)
+    return tuning.train, tuning.test
+
+
+def run_job(name: str, params: dict, stage: str, save_to: Path | None = None) -> dict:
+    """Fit one model on one stage's training data and evaluate it; runs in its own process. With `save_to`, the
+    fitted model (and train.txt's id maps and histories) is saved there as a bundle after the measurements."""
+    from genrec.evaluation.evaluate import evaluate
+    from genrec.models import get_model_class
+
+    load = os.getloadavg()[0]
+    train, holdout = load_stage(stage)
+    model = get_model_class(name)(**params)
+    start = time.perf_counter()
+    model.fit(train)
+    fit_seconds = time.perf_counter() - start
+    fit_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    results = evaluate(model, holdout, ks=(K,), metrics=("recall", "ndcg"), train=train)
+    return {"model": name, "params": params, "stage": stage, "recall": results[f"recall@{K}"],
+            "ndcg": results[f"ndcg@{K}"], "users": results.n_users, "fit_seconds": fit_seconds,
+            "eval_seconds": results.seconds, "fit_peak_gb": fit_peak,
+            "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "load_average": load,
+            "saved_to": _save(model, train, save_to)}
+
+
+def _save(model, train, path: Path | None) -> str | None:
+    if path is None:
+        return None
+    model.save(path, train=train, extra={"benchmark": "benchmarks/gowalla.py", "data": "lightgcn-gowalla train.txt"})
+    return str(path)
+
+
+def in_fresh_process(name: str, params: dict, stage: str, save_to: Path | None = None) -> dict:
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(run_job, name, params, stage, save_to).result()
+
+
+def tune_and_test(name: str, store: dict, keep, log, save_to: Path | None = None) -> None:
+    """Every grid point on validation, then the best validated (by Recall@20) refitted on train.txt and scored
+    on test. Fits already in `store` are reused; `keep` is called after each new one."""
+    for params in GRIDS[name]:
+        trial = store.get(_key(name, "validation", params))
+        if trial is None:
+            trial = in_fresh_process(name, params, "validation")
+            keep(trial)
+        log(f"  validation {name} {params}: recall {trial['recall']:.4f} ndcg {trial['ndcg']:.4f} "
+            f"fit {trial['fit_seconds']:.0f}s")
+    best = max(_trials(store, name, "validation"), key=lambda t: t["recall"])
+    final = store.get(_key(name, "test", best["params"]))
+    if final is None:
+        final = in_fresh_process(name, best["params"], "test", save_to)
+        keep(final)
+    log(f"  test {name} {best['params']}: recall {final['recall']:.4f} ndcg {final['ndcg']:.4f} "
+        f"fit {final['fit_seconds']:.0f}s peak {final['peak_gb']:.1f} GB")
+
+
+# the kept fits ------------------------------------------------------------------------------------------------
+def _key(name: str, stage: str, params: dict) -> str:
+    return f"{name}|{stage}|{json.dumps(params, sort_keys=True)}"
+
+
+def _trials(store: dict, name: str, stage: str) -> list[dict]:
+    return [t for t in store.values() if t["model"] == name and t["stage"] == stage]
+
+
+def read_store(path: Path) -> dict:
+    found = STORE.search(path.read_text()) if path.exists() else None
+    return {_key(t["model"], t["stage"], t["params"]): t for t in json.loads(found.group(1))} if found else {}
+
+
+def _final(store: dict, name: str) -> dict | None:
+    """The test fit of the best validated hyperparameters, if it has run."""
+    validated = _trials(store, name, "validation")
+    if not validated:
+        return None
+    return store.get(_key(name, "test", max(validated, key=lambda t: t["recall"])["params"]))
+
+
+# report -------------------------------------------------------------------------------------------------------
+def machine() -> list[str]:
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if "Model name" in line), "?")
+    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal"))
+    import implicit
+    import numpy
+    import scipy
+
+    return [
+        f"- CPU: {model}, {len(os.sched_getaffinity(0))} cores available to the process "
+        f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); RAM {mem_kb / 2**20:.1f} GiB",
+        f"- load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (the machine is shared; "
+        "other work running beside the benchmark slows the timings)",
+        f"- Python {platform.python_version()}, numpy {numpy.__version__}, scipy {scipy.__version__}, "
+        f"implicit {implicit.__version__}",
+    ]
+
+
+def fmt_params(params: dict) -> str:
+    shown = {k: v for k, v in params.items() if k != "num_threads"}
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()) or "-"
+
+
+def report(store: dict) -> str:
+    """The whole results file from every kept fit (models in GRIDS order), the kept fits at the end."""
+    names = [n for n in GRIDS if _trials(store, n, "validation")]
+    finals = {n: f for n in names if (f := _final(store, n)) is not None}
+    commands = sorted({t["command"] for t in store.values()}, key=lambda c: min(
+        t["finished"] for t in store.values() if t["command"] == c))
+    users = next(iter(finals.values()))["users"] if finals else 0
+    lines = ["# Gowalla (LightGCN split): classical baselines", "", *machine(), "- commands (one model each; "
+             "fits kept between runs, see benchmarks/gowalla.py):", *[f"  - `{c}`" for c in commands], "",
+             "## Test (train.txt -> test.txt, full ranking)", "",
+             f"Recall@{K} = hits / |test items|, NDCG@{K} binary gains, full ranking over every item except the "
+             f"user's train.txt items; {users} test users. Fit seconds: wall clock of `fit` alone; peak memory: "
+             "the fitting process's peak RSS up to the end of the fit (data and imports included).", "",
+             f"| model | hyperparameters (chosen on validation) | Recall@{K} | NDCG@{K} | published Recall / NDCG "
+             "| fit seconds | peak memory (fit) |", "|---|---|---:|---:|---|---:|---:|"]
+    for name, final in finals.items():
+        pub = PUBLISHED.get(name)
+        pub_text = f"{pub[0]:.4f} / {pub[1]:.4f}" if pub else ""
+        lines.append(f"| {NAMES[name]} | {fmt_params(final['params'])} | {final['recall']:.4f} | {final['ndcg']:.4f} "
+                     f"| {pub_text} | {final['fit_seconds']:.1f} | {final['fit_peak_gb']:.2f} GB |")
+    for label, recall, ndcg, _ in REFERENCE_ROWS:
+        lines.append(f"| {label} (published only) | | | | {recall:.4f} / {ndcg:.4f} | | |")
+    lines += ["", "Published numbers: " + "; ".join(
+        [f"{NAMES[n]}: {p[2]}" for n, p in PUBLISHED.items()] + [f"{r[0]}: {r[3]}" for r in REFERENCE_ROWS])
+        + ". No published ItemKNN or popularity figure on this exact split is cited here; the issue's ItemKNN "
+        "target is the bar.", ""]
+    lines += acceptance(finals)
+    lines += validation_table(store, names, finals)
+    kept = json.dumps(sorted(store.values(), key=lambda t: t["finished"]), indent=None)
+    return "\n".join(lines) + f"\n\n<!-- gowalla-runs\n{kept}\n-->\n"
+
+
+def validation_table(store: dict, names: list[str], finals: dict[str, dict]) -> list[str]:
+    lines = ["", "## Validation (hyperparameter choice)", "",
+             "train.txt split by `split_random_holdout(train, test_fraction=0.1, validation_fraction=0.0, seed=0)`: "
+             "a random 10% of each user's train.txt items are the validation targets, the other 90% the history "
+             "and training data. test.txt is not read during the choice; the best Recall@20 is chosen. Load average: "
+             "the machine's 1-minute load when the fit started (it is shared; 2 cores).", "",
+             f"| model | hyperparameters | Recall@{K} | NDCG@{K} | fit seconds | load average | chosen |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for name in names:
+        chosen = finals.get(name, {}).get("params")
+        for t in sorted(_trials(store, name, "validation"), key=lambda t: sorted(t["params"].items())):
+            mark = "yes" if t["params"] == chosen else ""
+            lines.append(f"| {NAMES[name]} | {fmt_params(t['params'])} | {t['recall']:.4f} | {t['ndcg']:.4f} "
+                         f"| {t['fit_seconds']:.1f} | {t['load_average']:.1f} | {mark} |")
+    return lines
+
+
+def acceptance(finals: dict[str, dict]) -> list[str]:
+    lines = ["## Issue 2 acceptance", ""]
+    for name, (recall_min, ndcg_min) in TARGETS.items():
+        if name in finals:
+            final = finals[name]
+            ok = final["recall"] >= recall_min and final["ndcg"] >= ndcg_min
+            lines.append(f"- {NAMES[name]} Recall@{K} >= {recall_min} and NDCG@{K} >= {ndcg_min}: "
+                         f"{'pass' if ok else 'FAIL'} ({final['recall']:.4f} / {final['ndcg']:.4f})")
+    if "ease" in finals:
+        final = finals["ease"]
+        ok = final["fit_seconds"] < EASE_LIMITS[0] and final["fit_peak_gb"] < EASE_LIMITS[1]
+        lines.append(f"- EASE fit under {EASE_LIMITS[0]:.0f} s and {EASE_LIMITS[1]:.0f} GB: {'pass' if ok else 'FAIL'} "
+                     f"({final['fit_seconds']:.0f} s, peak {final['fit_peak_gb']:.2f} GB during the fit)")
+        if final.get("saved_to"):
+            lines.append(f"- the test-stage EASE model was saved as a bundle at `{final['saved_to']}` (outside the "
+                         "repository; lost when /tmp is cleared)")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=list(GRIDS), default=["popularity", "itemknn", "ease"])
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--fresh", action="store_true", help="drop the kept fits of --models first")
+    parser.add_argument("--save-ease", type=Path, default=SAVE_EASE, help="bundle folder for the final EASE model")
+    args = parser.parse_args(argv)
+    if not (DATA / "train.txt").exists():
+        sys.exit(f"{DATA}/train.txt is missing; see ../shared/data/README.md")
+    command = " ".join([f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}",
+                        shlex.quote(os.path.relpath(sys.executable)), *map(shlex.quote, sys.argv)])
+    store = read_store(args.out)
+    if args.fresh:
+        store = {k: t for k, t in store.items() if t["model"] not in args.models}
+
+    def keep(trial: dict) -> None:
+        store[_key(trial["model"], trial["stage"], trial["params"])] = {**trial, "command": command,
+                                                                        "finished": time.time()}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report(store))
+
+    for name in args.models:
+        print(f"{NAMES[name]}:", flush=True)
+        tune_and_test(name, store, keep, lambda msg: print(msg, flush=True),
+                      args.save_ease if name == "ease" else None)
+    text = report(store)
+    args.out.write_text(text)
+    print(text[:STORE.search(text).start()] if STORE.search(text) else text)
+
+
+if __name__ == "__main__":
+    main()
