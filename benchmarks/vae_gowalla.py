@@ -1,0 +1,334 @@
+"""Mult-VAE, Mult-DAE and RecVAE on the LightGCN Gowalla split (issue 3): quality beside the published numbers,
+and the speed of one Mult-VAE epoch against this machine's matrix-multiply floor.
+
+Quality protocol: train.txt is split by `split_random_holdout(train, test_fraction=0.1, validation_fraction=0.0,
+seed=0)` (as benchmarks/gowalla.py does for the baselines): each model trains on the other 90% and is validated
+after every epoch on a fixed random sample of the held-out users (Recall@20 / NDCG@20); the best epoch's weights are
+kept (the Trainer's best-weights restore). The kept model then scores the test users by fold-in of their whole
+train.txt row (no retraining, no refit on the held-out 10%: the time budget allows one training run per model),
+full ranking over all items except the training items; Recall@20 = hits / |test items|, NDCG@20 binary gains.
+test.txt is read only for that final scoring.
+
+Speed protocol: the FLOPs of one Mult-VAE epoch over train.txt (every Linear forward 2*B*in*out and backward twice
+that; the sparse input layer 2*nnz*600 forward and the same for its weight gradient), the time `torch.mm` takes for
+exactly those matrix shapes and layouts (the floor), and one real epoch through the Trainer; the sparse input
+layer (embedding_bag) against a dense one (x @ W on the densified batch) on the same batches.
+
+    OMP_NUM_THREADS=2 flock /tmp/genrec-heavy.lock .venv/bin/python benchmarks/vae_gowalla.py
+
+writes benchmarks/results/vae_gowalla.md (stages: speed, multvae, recvae, multdae; `--stages` picks some, and the
+per-model epoch budgets are arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lightgcn-gowalla"
+RESULTS = ROOT / "benchmarks" / "results" / "vae_gowalla.md"
+RUNS = ROOT / "runs" / "vae_gowalla"
+K = 20
+N_VALIDATION_USERS = 3000
+PUBLISHED = {"multvae": (0.1641, 0.1335, "He et al., LightGCN (SIGIR 2020), Table 4")}
+REFERENCES = [("EASE (ours, benchmarks/results/gowalla.md target)", 0.177, 0.147),
+              ("LightGCN (He et al. 2020)", 0.1830, 0.1554), ("best published on this split (issue 3)", 0.192, 0.162)]
+NAMES = {"multvae": "Mult-VAE", "multdae": "Mult-DAE", "recvae": "RecVAE"}
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def load_split():
+    """(train.txt, tuning split of train.txt, test holdout with train.txt rows as histories)."""
+    from genrec.data.loaders import load_lightgcn
+    from genrec.data.splits import split_fixed, split_random_holdout
+
+    train, test = load_lightgcn(DATA)
+    tuning = split_random_holdout(train, test_fraction=0.1, validation_fraction=0.0, seed=0)
+    return train, tuning, split_fixed(train, test, protocol="lightgcn_fixed").test
+
+
+# speed --------------------------------------------------------------------------------------------------------
+def mm_seconds(a_shape, b_shape, transpose_b: bool = False, reps: int = 3) -> float:
+    """Median wall time of torch.mm(a, b) (b given transposed when transpose_b, as F.linear's weight is)."""
+    import torch
+
+    a = torch.randn(*a_shape)
+    b = torch.randn(b_shape[1], b_shape[0]).t() if transpose_b else torch.randn(*b_shape)
+    torch.mm(a, b)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def step_gemms(batch: int, layers: list[tuple[int, int]]) -> list[tuple[str, float, float]]:
+    """(name, flops, torch.mm seconds) of every GEMM in one training step of dense Linear layers (in, out):
+    forward x @ W.T, input gradient g @ W, weight gradient g.T @ x."""
+    out = []
+    for n_in, n_out in layers:
+        flops = 2.0 * batch * n_in * n_out
+        out.append((f"fwd {batch}x{n_in} @ {n_in}x{n_out}", flops, mm_seconds((batch, n_in), (n_in, n_out), True)))
+        out.append((f"dgrad {batch}x{n_out} @ {n_out}x{n_in}", flops, mm_seconds((batch, n_out), (n_out, n_in))))
+        out.append((f"wgrad {n_out}x{batch} @ {batch}x{n_in}", flops, mm_seconds((n_out, batch), (batch, n_in))))
+    return out
+
+
+def epoch_job() -> dict:
+    """One Mult-VAE epoch over train.txt through the Trainer, in a fresh process (its peak RSS is reported)."""
+    from genrec.models.multvae import MultVAE
+
+    train, _, _ = load_split()
+    model = MultVAE(epochs=1, train_options={"progress": False})
+    model.fit(train)
+    return {"seconds": model.history_[0]["seconds"], "loss": model.history_[0]["loss"], "peak_gb": peak_rss_gb()}
+
+
+def input_layer_job(n_steps: int = 4) -> dict:
+    """Seconds per training step (forward, backward, fused Adam) with the sparse and a dense input layer."""
+    import torch
+
+    from genrec.models.multvae import MultVAENetwork, normalized_input
+    from genrec.training.data import CSRRows
+
+    def dense_input_layer(net, batch):
+        x = torch.zeros(batch.batch_size, net.input_layer.weight.shape[0])
+        x[batch.rows, batch.indices] = normalized_input(batch, net.dropout, net.training)
+        return x @ net.input_layer.weight + net.input_layer.bias
+
+    class DenseInput(MultVAENetwork):
+        """The same network with the input layer as a dense matmul over the densified batch (RecBole's way)."""
+
+        def encode(self, batch):
+            h = dense_input_layer(self, batch)
+            for layer in self.encoder:
+                h = layer(torch.tanh(h))
+            return h[:, : self.latent], h[:, self.latent :]
+
+    train, _, _ = load_split()
+    data = CSRRows(train.csr(binary=True))
+    order = np.random.default_rng(0).permutation(len(data))
+    batches = [data.batch(order[i * 500 : (i + 1) * 500]) for i in range(n_steps + 1)]
+    result = {}
+    for name, cls in (("sparse", MultVAENetwork), ("dense", DenseInput)):
+        torch.manual_seed(0)
+        net = cls(train.n_items, (600, 200), 0.5, True, 0.2, 200_000)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3, fused=True)
+        times, first = [], []
+        for i, batch in enumerate(batches):
+            start = time.perf_counter()
+            loss = net.loss(batch, i)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if i:  # the first step warms up
+                times.append(time.perf_counter() - start)
+            t0 = time.perf_counter()  # the input layer alone, forward and weight gradient
+            h = net.input_layer(batch, normalized_input(batch, 0.5, True)) if name == "sparse" else \
+                dense_input_layer(net, batch)
+            h.sum().backward()
+            if i:
+                first.append(time.perf_counter() - t0)
+        result[name] = {"step_seconds": float(np.mean(times)), "input_layer_seconds": float(np.mean(first))}
+    return result
+
+
+def speed_stage(log) -> dict:
+    import torch
+
+    from genrec.training.data import CSRRows
+    from genrec.training.trainer import Trainer
+
+    train, _, _ = load_split()
+    n_items, hidden = train.n_items, 600
+    layers = [(600, 400), (200, 600), (600, n_items)]  # Mult-VAE's dense Linear layers (mu and logvar in one)
+    data = CSRRows(train.csr(binary=True))
+    batches = Trainer(1, 500, 1e-3, options={"progress": False})._batches(data, 0)
+    sizes = np.array([len(b) for b in batches])
+    nnz = np.array([data.matrix[data.users[b]].nnz for b in batches])
+    dense_flops = float(sum(6.0 * sizes.sum() * i * o for i, o in layers))
+    sparse_flops = float(4.0 * nnz.sum() * hidden)
+    log(f"  torch threads {torch.get_num_threads()}, {len(batches)} batches, {nnz.sum()} interactions")
+    gemms = step_gemms(500, layers)
+    step_flops = sum(f for _, f, _ in gemms)
+    step_seconds = sum(s for _, _, s in gemms)
+    rate = step_flops / step_seconds
+    epoch = in_fresh_process(epoch_job)
+    gemms_after = step_gemms(500, layers)  # the machine is shared: measure the rate before and after the epoch
+    rate_after = sum(f for _, f, _ in gemms_after) / sum(s for _, _, s in gemms_after)
+    floor = (dense_flops + sparse_flops) / max(rate, rate_after)
+    square = 2 * 2048**3 / mm_seconds((2048, 2048), (2048, 2048))
+    layer = in_fresh_process(input_layer_job)
+    out = {"dense_flops": dense_flops, "sparse_flops": sparse_flops, "batches": len(batches),
+           "gemms": gemms, "gemms_after": gemms_after, "rate": rate, "rate_after": rate_after, "floor": floor,
+           "square_rate": square, "epoch": epoch, "input_layer": layer,
+           "load": os.getloadavg()}
+    log(f"  epoch {epoch['seconds']:.1f}s, floor {floor:.1f}s (GEMM {rate / 1e9:.1f} / {rate_after / 1e9:.1f} "
+        f"GFLOP/s), ratio {epoch['seconds'] / floor:.2f}; input layer {layer}")
+    return out
+
+
+# quality ------------------------------------------------------------------------------------------------------
+def make_model(name: str, epochs: int, checkpoint_dir: Path):
+    from genrec.models.multvae import MultDAE, MultVAE
+    from genrec.models.recvae import RecVAE
+
+    options = {"progress": False, "monitor": f"ndcg@{K}", "checkpoint_dir": str(checkpoint_dir)}
+    if name == "multvae":
+        return MultVAE(epochs=epochs, train_options=options)
+    if name == "multdae":
+        return MultDAE(epochs=epochs, train_options=options)
+    return RecVAE(epochs=epochs, train_options=options)
+
+
+def quality_job(name: str, epochs: int, resume: bool) -> dict:
+    """Train on the tuning split with per-epoch validation, keep the best epoch, score the test users."""
+    from genrec.evaluation.evaluate import evaluate
+
+    train, tuning, test = load_split()
+    rng = np.random.default_rng(0)
+    validation = tuning.test.subset(np.sort(rng.choice(len(tuning.test), N_VALIDATION_USERS, replace=False)))
+    ckpt = RUNS / name
+    if ckpt.exists() and not resume:
+        shutil.rmtree(ckpt)
+    model = make_model(name, epochs, ckpt)
+    start = time.perf_counter()
+    model.fit(tuning.train, validation=validation)
+    fit_seconds = time.perf_counter() - start
+    result = evaluate(model, test, ks=(K,), metrics=("recall", "ndcg"), train=train)
+    return {"model": name, "params": {k: v for k, v in model.get_params().items() if k != "train_options"},
+            "history": model.history_, "best_epoch": model.best_epoch_, "fit_seconds": fit_seconds,
+            "recall": result[f"recall@{K}"], "ndcg": result[f"ndcg@{K}"], "users": result.n_users,
+            "eval_seconds": result.seconds, "peak_gb": peak_rss_gb()}
+
+
+def in_fresh_process(fn, *args):
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(fn, *args).result()
+
+
+# report -------------------------------------------------------------------------------------------------------
+def machine() -> list[str]:
+    import torch
+
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if "Model name" in line), "?")
+    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal"))
+    return [f"- CPU: {model}, {len(os.sched_getaffinity(0))} cores (OMP_NUM_THREADS="
+            f"{os.environ.get('OMP_NUM_THREADS', 'unset')}), RAM {mem_kb / 2**20:.1f} GiB; no GPU",
+            f"- load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (the machine is shared with "
+            "other work, which slows every timing here)",
+            f"- Python {platform.python_version()}, torch {torch.__version__} (BLAS: MKL), numpy {np.__version__}"]
+
+
+def speed_section(s: dict) -> list[str]:
+    e, floor = s["epoch"], s["floor"]
+    total = s["dense_flops"] + s["sparse_flops"]
+    lines = ["## Speed: one Mult-VAE epoch on train.txt (29,858 users x 40,981 items, batch 500, fused Adam)", "",
+             f"- FLOPs per epoch: {total / 1e12:.3f} TFLOP ({s['batches']} batches; dense Linear layers forward + "
+             f"both backward GEMMs {s['dense_flops'] / 1e12:.3f} TFLOP, sparse input layer "
+             f"{s['sparse_flops'] / 1e9:.2f} GFLOP)",
+             f"- fp32 GEMM rate of `torch.mm` at the step's exact shapes and layouts: {s['rate'] / 1e9:.1f} GFLOP/s "
+             f"before the epoch, {s['rate_after'] / 1e9:.1f} GFLOP/s after (2048^3 square: "
+             f"{s['square_rate'] / 1e9:.1f} GFLOP/s)",
+             f"- floor (FLOPs / the better GEMM rate): {floor:.1f} s; measured epoch through the Trainer: "
+             f"{e['seconds']:.1f} s; ratio **{e['seconds'] / floor:.2f}x** (acceptance: at most 1.5x) -> "
+             f"{'pass' if e['seconds'] <= 1.5 * floor else 'FAIL'}",
+             f"- peak RSS of the process that loaded the data and ran the epoch: {e['peak_gb']:.2f} GB",
+             f"- load average after the speed stage: {' '.join(f'{x:.1f}' for x in s['load'])}", "",
+             "| GEMM in one 500-user step | GFLOP | torch.mm seconds (before) | GFLOP/s | seconds (after) |",
+             "|---|---:|---:|---:|---:|"]
+    for (name, flops, sec), (_, _, sec2) in zip(s["gemms"], s["gemms_after"]):
+        lines.append(f"| {name} | {flops / 1e9:.2f} | {sec:.3f} | {flops / sec / 1e9:.1f} | {sec2:.3f} |")
+    sp, dn = s["input_layer"]["sparse"], s["input_layer"]["dense"]
+    lines += ["", "Sparse input layer (embedding_bag, mode sum, weighted by the L2-normalised values) against a dense "
+              "one (the batch densified, x @ W), same weights and batches, mean of 4 steps after one warm-up:", "",
+              "| input layer | full training step (s) | input layer forward + weight gradient (s) |",
+              "|---|---:|---:|",
+              f"| sparse (ours) | {sp['step_seconds']:.3f} | {sp['input_layer_seconds']:.4f} |",
+              f"| dense | {dn['step_seconds']:.3f} | {dn['input_layer_seconds']:.4f} |",
+              f"| speedup | {dn['step_seconds'] / sp['step_seconds']:.2f}x | "
+              f"{dn['input_layer_seconds'] / sp['input_layer_seconds']:.0f}x |", ""]
+    return lines
+
+
+def quality_section(runs: list[dict]) -> list[str]:
+    lines = ["## Test (fold-in of each test user's train.txt row, full ranking)", "",
+             f"| model | epochs run (best by validation NDCG@{K}) | Recall@{K} | NDCG@{K} | published Recall / NDCG "
+             "| fit minutes | peak memory |", "|---|---|---:|---:|---|---:|---:|"]
+    for r in runs:
+        pub = PUBLISHED.get(r["model"])
+        lines.append(f"| {NAMES[r['model']]} | {len(r['history'])} ({r['best_epoch'] + 1}) | {r['recall']:.4f} | "
+                     f"{r['ndcg']:.4f} | {f'{pub[0]:.4f} / {pub[1]:.4f}' if pub else ''} | "
+                     f"{r['fit_seconds'] / 60:.1f} | {r['peak_gb']:.2f} GB |")
+    for label, recall, ndcg in REFERENCES:
+        lines.append(f"| {label} | | | | {recall:.4f} / {ndcg:.4f} | | |")
+    if runs:
+        lines += ["", f"{runs[0]['users']} test users. Published: Mult-VAE {PUBLISHED['multvae'][2]}.", ""]
+    for r in runs:
+        lines += [f"### {NAMES[r['model']]}: validation curve", "",
+                  "hyperparameters: " + ", ".join(f"{k}={v}" for k, v in r["params"].items()), "",
+                  f"| epoch | loss | val Recall@{K} | val NDCG@{K} | seconds (train + validation) |",
+                  "|---:|---|---:|---:|---:|"]
+        for h in r["history"]:
+            loss = ", ".join(f"{h[k]:.2f}" for k in h if k.startswith("loss"))
+            lines.append(f"| {h['epoch'] + 1} | {loss} | {h.get(f'val_recall@{K}', float('nan')):.4f} | "
+                         f"{h.get(f'val_ndcg@{K}', float('nan')):.4f} | {h['seconds']:.0f} |")
+        lines.append("")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stages", nargs="+", default=["speed", "multvae", "recvae"],
+                        choices=["speed", "multvae", "recvae", "multdae"])
+    parser.add_argument("--epochs", type=json.loads, default={"multvae": 6, "recvae": 4, "multdae": 10},
+                        help='JSON: {"multvae": 6, ...}')
+    parser.add_argument("--resume", action="store_true", help="continue training runs from runs/vae_gowalla")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if not (DATA / "train.txt").exists():
+        sys.exit(f"{DATA}/train.txt is missing; see ../shared/data/README.md")
+    command = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
+    header, start = machine(), time.perf_counter()
+    speed, runs = None, []
+    for stage in args.stages:
+        print(f"{stage}:", flush=True)
+        if stage == "speed":
+            speed = speed_stage(lambda msg: print(msg, flush=True))
+        else:
+            runs.append(in_fresh_process(quality_job, stage, args.epochs[stage], args.resume))
+            r = runs[-1]
+            print(f"  {stage}: test recall {r['recall']:.4f} ndcg {r['ndcg']:.4f}, best epoch {r['best_epoch'] + 1}"
+                  f", fit {r['fit_seconds'] / 60:.1f} min", flush=True)
+    lines = ["# Gowalla (LightGCN split): Mult-VAE, Mult-DAE, RecVAE", "", *header, f"- command: `{command}`",
+             f"- total wall time: {(time.perf_counter() - start) / 60:.1f} min", ""]
+    lines += speed_section(speed) if speed else []
+    lines += quality_section(runs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
