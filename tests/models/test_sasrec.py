@@ -1,0 +1,250 @@
+"""SASRec: the contract, causal attention, the three losses, sampled generation, item attributes for items with
+no training events, and next-item prediction on sequences with a strict order. Also the shared sequence
+machinery in genrec.training.sequences (windows, length-bucketed batches, masking, attribute tokens)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from genrec.data.interactions import DataError, Histories, Interactions
+from genrec.data.splits import split_leave_one_out, split_strong_generalization
+from genrec.evaluation.evaluate import evaluate
+from genrec.models import Popularity
+from genrec.models.sasrec import SASRec
+from genrec.training.sequences import FeatureIndex, SequenceWindows, mask_items, next_item_pairs, windows
+from genrec.training.trainer import Trainer
+from tests.conftest import block_interactions
+from tests.models.contract import RecommenderContract
+
+FAST = {"progress": False}
+
+
+def tiny_sasrec(**kw) -> SASRec:
+    params = dict(dim=16, max_len=20, dropout=0.5, epochs=12, batch_size=32, lr=1e-2, train_options=FAST)
+    return SASRec(**{**params, **kw})
+
+
+def blocks_split():
+    """400 users in 4 taste groups, 50 held out: enough targets that the popularity margin means something."""
+    return split_strong_generalization(block_interactions(n_users=400), n_heldout=50, seed=1)
+
+
+def cyclic_sequences(n_users: int = 300, n_items: int = 100, seed: int = 0) -> Interactions:
+    """Every user walks a fixed random cycle over the items from a random start for 6..20 steps: the next item
+    is fully determined by the last one, while every item is about equally popular."""
+    rng = np.random.default_rng(seed)
+    cycle = rng.permutation(n_items)
+    lengths = rng.integers(6, 21, n_users)
+    users = np.repeat(np.arange(n_users), lengths)
+    steps = np.arange(len(users)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    items = cycle[(np.repeat(rng.integers(0, n_items, n_users), lengths) + steps) % n_items]
+    frame = pd.DataFrame({"user": users, "item": items, "t": steps})
+    return Interactions.from_frame(frame, timestamp="t", source="cyclic")
+
+
+def beats_popularity_on_cycles(model, min_hr: float = 0.9) -> None:
+    split = split_leave_one_out(cyclic_sequences())
+    model.fit(split.train, split.validation)
+    ours = evaluate(model, split.test, ks=(10,), metrics=("hr", "ndcg"), train=split.train)
+    pop = evaluate(Popularity().fit(split.train), split.test, ks=(10,), metrics=("hr", "ndcg"), train=split.train)
+    assert ours["hr@10"] >= min_hr and ours["hr@10"] >= 3 * pop["hr@10"], (ours.summary, pop.summary)
+    assert ours["ndcg@10"] >= 3 * pop["ndcg@10"]
+
+
+class TestSASRec(RecommenderContract):
+    beats_popularity_by = 0.3  # it reaches about 1.9x popularity's NDCG@10 (1.45x over seeds 0-3)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def split(cls, data):
+        return blocks_split()
+
+    def make_model(self):
+        return tiny_sasrec()
+
+
+# the network ------------------------------------------------------------------------------------------------
+def _network(**kw):
+    model = tiny_sasrec(**kw)
+    model.n_items_, model.item_features_ = 30, None
+    return model._build_module().eval()
+
+
+def test_changing_a_later_item_leaves_earlier_positions_unchanged():
+    net = _network()
+    tokens = torch.tensor([[0, 0, 3, 7, 9, 12, 4], [5, 6, 7, 8, 9, 10, 11]])
+    changed = tokens.clone()
+    changed[:, 5] = 20
+    with torch.no_grad():
+        a, b = net.encode(tokens, net.items.table()), net.encode(changed, net.items.table())
+    torch.testing.assert_close(a[:, :5], b[:, :5])
+    assert not torch.allclose(a[:, 5:], b[:, 5:])
+
+
+def test_left_padding_does_not_change_the_hidden_states_of_items():
+    net = _network()
+    tokens = torch.tensor([[3, 7, 9]])
+    padded = torch.tensor([[0, 0, 0, 3, 7, 9]])
+    with torch.no_grad():
+        a, b = net.encode(tokens, net.items.table()), net.encode(padded, net.items.table())
+    torch.testing.assert_close(a, b[:, 3:], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss,sampling", [("ce", "uniform"), ("sampled", "uniform"), ("sampled", "popularity"),
+                                           ("bce", "uniform")])
+def test_each_loss_trains_and_its_loss_goes_down(loss, sampling):
+    split = blocks_split()
+    model = tiny_sasrec(loss=loss, sampling=sampling, n_negatives=16, epochs=6).fit(split.train)
+    losses = [r["loss"] for r in model.history_]
+    assert np.isfinite(losses).all() and losses[-1] < 0.9 * losses[0], losses
+
+
+def test_unknown_loss_is_named():
+    with pytest.raises(ValueError, match="loss must be one of"):
+        tiny_sasrec(loss="hinge").fit(block_interactions())
+
+
+# next-item prediction on ordered data -------------------------------------------------------------------------
+def test_predicts_the_next_item_of_a_cycle_far_better_than_popularity():
+    beats_popularity_on_cycles(tiny_sasrec(epochs=20, train_options={**FAST, "patience": 3}))
+
+
+# generation ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cyclic_model():
+    split = split_leave_one_out(cyclic_sequences())
+    return tiny_sasrec(epochs=15).fit(split.train), split
+
+
+def test_generation_excludes_seen_and_already_generated_items(cyclic_model):
+    model, split = cyclic_model
+    h = split.test.histories[:30]
+    for u, generated in enumerate(model.generate(h, n_steps=8, temperature=2.0, seed=3)):
+        assert len(set(generated)) == 8 and not set(generated) & set(h.sequence(u))
+    kept = model.generate(h, n_steps=8, temperature=0, exclude_seen=False)
+    assert all(len(g) == 8 for g in kept)
+
+
+def test_greedy_generation_continues_the_cycle(cyclic_model):
+    model, split = cyclic_model
+    h = split.test.histories[:20]
+    greedy = model.generate(h, n_steps=3, temperature=0)
+    assert np.array_equal(np.stack(greedy), np.stack(model.generate(h, n_steps=3, top_k=1, seed=9)))
+    assert np.mean([g[0] for g in greedy] == split.test.targets[:20].indices) >= 0.9
+
+
+def test_temperature_and_top_k_shape_the_samples(cyclic_model):
+    model, split = cyclic_model
+    one = split.test.histories[[0] * 200]  # 200 draws of the first step for one history
+    scores = model.score(one[:1])[0]
+    scores[one.matrix[0].indices] = -np.inf
+
+    def first(**kw):
+        return np.array([g[0] for g in model.generate(one, n_steps=1, **kw)])
+
+    cold, hot = first(temperature=0.05), first(temperature=50.0)
+    assert np.mean(cold == scores.argmax()) >= 0.95
+    assert len(set(hot)) >= 3 * len(set(cold)) and len(set(hot)) > 10
+    top3 = set(np.argsort(-scores)[:3])
+    assert set(first(temperature=50.0, top_k=3)) <= top3
+    assert np.array_equal(first(seed=5), first(seed=5)) and not np.array_equal(first(seed=5, temperature=50.0),
+                                                                               first(seed=6, temperature=50.0))
+
+
+# item attributes ----------------------------------------------------------------------------------------------
+def _cold_item_split():
+    """Block data where one item of each taste group (raw ids 56..59) keeps a single training event."""
+    data = block_interactions(n_users=400)
+    cold = data.item_ids.index([56, 57, 58, 59])
+    split = split_strong_generalization(data, n_heldout=50, seed=1)
+    train = split.train
+    rows = np.flatnonzero(np.isin(train.items, cold))
+    _, first = np.unique(train.items[rows], return_index=True)
+    keep = ~np.isin(train.items, cold)
+    keep[rows[first]] = True
+    return train.select(keep), split.test.histories, cold
+
+
+def _own_group_cold_item_first(model, histories, cold, attrs) -> float:
+    """Share of users for whom the cold item of their own taste group scores highest among the cold items."""
+    groups = attrs["category"].to_numpy()
+    own = [pd.Series(groups[histories.sequence(u)]).mode()[0] for u in range(histories.n_users)]
+    best = cold[np.argmax(model.score(histories)[:, cold], axis=1)]
+    return float(np.mean(groups[best] == np.array(own)))
+
+
+def test_item_features_place_items_with_one_event_in_their_category():
+    train, histories, cold = _cold_item_split()
+    with_features = tiny_sasrec(item_features=["category"], epochs=8).fit(train)
+    without = tiny_sasrec(epochs=8).fit(train)
+    attrs = train.item_attributes
+    assert _own_group_cold_item_first(with_features, histories, cold, attrs) >= 0.8
+    assert _own_group_cold_item_first(without, histories, cold, attrs) <= 0.65  # chance is 0.25
+
+
+def test_item_features_survive_save_and_load(tmp_path):
+    train, histories, _ = _cold_item_split()
+    model = tiny_sasrec(item_features=["category"], epochs=2).fit(train)
+    model.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["state"]["feature_vocab"] == {"category": ["c0", "c1", "c2", "c3"]}
+    np.testing.assert_allclose(SASRec.load(tmp_path / "m").score(histories), model.score(histories), atol=1e-5)
+
+
+def test_tags_are_split_and_each_feature_is_a_mean():
+    attrs = pd.DataFrame({"category": ["a", "b", None], "tags": ["x|y", "y", "z| x"]})
+    index = FeatureIndex.build(attrs, ["category", "tags"], n_items=3)
+    assert index.vocab == {"category": ["a", "b"], "tags": ["x", "y", "z"]}
+    item0 = slice(index.offsets[0], index.offsets[1])
+    assert sorted(index.values[item0]) == [0, 2, 3] and sorted(index.weights[item0]) == [0.5, 0.5, 1.0]
+    item2 = slice(index.offsets[2], index.offsets[3])
+    assert sorted(index.values[item2]) == [2, 4]  # no category; tags z and x, whitespace stripped
+
+
+def test_unknown_item_feature_is_named():
+    with pytest.raises(DataError, match="'genre'"):
+        tiny_sasrec(item_features=["genre"]).fit(block_interactions())
+
+
+# the shared sequence machinery --------------------------------------------------------------------------------
+def test_windows_pad_on_the_chosen_side_and_shift_items_by_one():
+    items = np.array([10, 11, 12, 13, 14])
+    starts, ends = np.array([0, 3]), np.array([3, 5])
+    assert windows(items, starts, ends, 4).tolist() == [[0, 11, 12, 13], [0, 0, 14, 15]]
+    assert windows(items, starts, ends, 2, pad_side="right").tolist() == [[12, 13], [14, 15]]
+    assert windows(items, starts, ends, 4, pad_side="right").tolist() == [[11, 12, 13, 0], [14, 15, 0, 0]]
+
+
+def test_long_histories_become_windows_that_predict_every_item_once():
+    h = Histories.from_lists([list(range(1, 12)), [20, 21], [30]], n_items=40)
+    data = SequenceWindows(h, length=5, stride=4)
+    assert len(data) == 4  # 11 items -> 3 windows, 2 items -> 1, a single item has no next item
+    inputs, targets = next_item_pairs(data.batch(np.arange(len(data))))
+    predicted = sorted(targets[targets > 0].tolist())
+    assert predicted == sorted([i + 1 for i in range(2, 12)] + [22])
+
+
+def test_planned_batches_group_lengths_and_keep_every_window_once():
+    h = Histories.from_lists([list(range(n % 17 + 2)) for n in range(500)], n_items=40)
+    data = SequenceWindows(h, length=21, stride=20, bucket_batches=8)
+    trainer = Trainer(1, 32, 1e-3, seed=0)
+    plan = trainer._batches(data, epoch=0)
+    assert len(plan) == int(np.ceil(len(data) / 32))
+    assert sorted(np.concatenate(plan).tolist()) == list(range(len(data)))
+    assert all(np.array_equal(a, b) for a, b in zip(plan, trainer._batches(data, epoch=0)))
+    spread = np.mean([np.ptp(data.lengths()[b]) for b in plan])
+    assert spread < 0.5 * np.ptp(data.lengths())
+
+
+def test_masking_hides_at_least_one_item_per_window_and_labels_only_masked_ones():
+    torch.manual_seed(0)
+    tokens = torch.tensor([[0, 0, 3, 4], [5, 6, 7, 8], [0, 0, 0, 9]])
+    inputs, labels = mask_items(tokens, 0.3, mask_token=99)
+    masked = inputs == 99
+    assert masked.any(1).all() and not masked[tokens == 0].any()
+    assert torch.equal(labels, tokens * masked)
