@@ -1,0 +1,61 @@
+"""Scoring in a child process gives exactly what scoring in-process gives, and a swap replaces the process."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from genrec.serving.app import create_app
+from genrec.serving.scorer import ProcessScorer, decode_results, decode_rows, encode_results, encode_rows
+from genrec.serving.served import ScoringRow, ServedModel
+from tests.serving.conftest import API_KEY, MODEL_MODULE
+
+
+def rows(n_items: int) -> list[ScoringRow]:
+    allowed = np.zeros(n_items, bool)
+    allowed[::3] = True
+    return [ScoringRow(np.array([1, 2, 3]), np.array([1.0, 2.0, 0.5], np.float32), 5, True),
+            ScoringRow(np.array([7]), np.ones(1, np.float32), 60, False, allowed),
+            ScoringRow(np.array([4, 9]), np.ones(2, np.float32), 1, True, ~allowed)]
+
+
+def test_rows_and_results_survive_the_wire_format():
+    sent = rows(61)
+    got = decode_rows(encode_rows(sent), 61)
+    for a, b in zip(sent, got):
+        assert np.array_equal(a.items, b.items) and np.array_equal(a.values, b.values)
+        assert (a.k, a.exclude_seen) == (b.k, b.exclude_seen)
+        assert (a.allowed is None and b.allowed is None) or np.array_equal(a.allowed, b.allowed)
+    results = [(np.array([3, 1]), np.array([0.5, 0.25], np.float32)), (np.zeros(0, np.int64), np.zeros(0))]
+    for (i, s), (j, t) in zip(results, decode_results(encode_results(results))):
+        assert np.array_equal(i, j) and np.allclose(s, t)
+
+
+def test_the_child_process_scores_like_the_model_in_process(bundle_dir):
+    served = ServedModel.load(bundle_dir)
+    scorer = ProcessScorer(bundle_dir, imports=[MODEL_MODULE])
+    try:
+        for (i, s), (j, t) in zip(served.score_rows(rows(served.n_items)), scorer.score_rows(rows(served.n_items))):
+            assert np.array_equal(i, j) and np.allclose(s, t)
+    finally:
+        scorer.close()
+    assert not scorer._process.is_alive()
+
+
+def test_a_bundle_the_child_cannot_load_is_an_error_naming_it(tmp_path):
+    with pytest.raises(ValueError, match="could not load"):
+        ProcessScorer(tmp_path / "nothing-here")
+
+
+def test_the_app_can_score_in_a_child_process_and_swap_it(bundle_dir):
+    app = create_app(bundle_dir, api_key=API_KEY, imports=[MODEL_MODULE], scoring_process=True)
+    with TestClient(app) as c:
+        first = app.state.service.active.scorer
+        expected = c.post("/v1/recommendations", json={"user_id": "u2", "k": 5}).json()["items"]
+        assert c.post("/v1/admin/reload", headers={"X-API-Key": API_KEY}).status_code == 200
+        second = app.state.service.active.scorer
+        assert second is not first
+        assert c.post("/v1/recommendations", json={"user_id": "u2", "k": 5}).json()["items"] == expected
+    first._process.join(10)
+    assert not first._process.is_alive() and not second._process.is_alive()
