@@ -1,0 +1,5 @@
+"""`python -m genrec ...` is the `genrec` command."""
+
+from genrec.cli import main
+
+main()
