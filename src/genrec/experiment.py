@@ -13,8 +13,6 @@ report.html.
 
 from __future__ import annotations
 
-import html
-import importlib.util
 import json
 import os
 import shutil
@@ -289,39 +287,10 @@ def align_holdout(holdout: Holdout, items: IdMap, model_items: IdMap) -> tuple[H
 
 # reports ----------------------------------------------------------------------------------------------------------
 def write_report(run_dir: str | Path) -> Path:
-    """run_dir/report.html, through genrec.report.html when it is installed, else `write_basic_report`."""
-    if importlib.util.find_spec("genrec.report.html") is not None:
-        from genrec.report.html import write_report as full_report
+    """run_dir/report.html: tables, plots, buckets and examples (see genrec.report.html)."""
+    from genrec.report.html import write_report as full_report
 
-        out = full_report(run_dir)
-        return Path(out) if out is not None else Path(run_dir) / "report.html"
-    return write_basic_report(run_dir)
-
-
-def write_basic_report(run_dir: str | Path) -> Path:
-    """A minimal self-contained HTML page from a run folder: the metric tables, buckets, examples and config."""
-    run_dir = Path(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    rows = {name: m["summary"] for name, m in metrics["models"].items()}
-    parts = [f"<h1>{html.escape(metrics['experiment'])}</h1>",
-             f"<p>Protocol: {html.escape(metrics['protocol'])}. Full ranking over all items except each user's "
-             "history.</p>", "<h2>Results</h2>", pd.DataFrame.from_dict(rows, orient="index").to_html(
-                 float_format=lambda v: f"{v:.4f}")]
-    for kind in ("user_buckets", "item_buckets"):
-        frames = [pd.DataFrame(m[kind]).assign(model=name) for name, m in metrics["models"].items() if m.get(kind)]
-        if frames:
-            parts += [f"<h2>{kind.replace('_', ' ')}</h2>",
-                      pd.concat(frames).to_html(index=False, float_format=lambda v: f"{v:.4f}")]
-    for name, title in (("examples.md", "Example recommendations"), ("config.yaml", "Configuration")):
-        if (run_dir / name).exists():
-            parts += [f"<h2>{title}</h2>", f"<pre>{html.escape((run_dir / name).read_text())}</pre>"]
-    style = ("body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(metrics['experiment'])}"
-            f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>")
-    out = run_dir / "report.html"
-    out.write_text(page)
-    return out
+    return Path(full_report(run_dir))
 
 
 # the whole job ----------------------------------------------------------------------------------------------------
@@ -377,27 +346,15 @@ def example_users(holdout: Holdout, n: int = 3, seed: int = 0) -> np.ndarray:
 
 
 def explain_recommendations(model: Recommender, histories: Histories, row: int, items: np.ndarray,
-                            train: Interactions, top: int = 3) -> tuple[list[list[tuple[int, float]]], str]:
+                            top: int = 3) -> tuple[list[list[tuple[int, float]]], str]:
     """For each of `items` recommended to the user in `row`: the history items behind it, [(item index,
-    weight)] with positive weight, largest first, and how they were found: genrec.explain when installed,
-    else the history items most similar to the item (item-item cosine over the training users)."""
-    items = np.asarray(items, dtype=np.int64)
-    if importlib.util.find_spec("genrec.explain") is not None:
-        from genrec.explain import explain_many
+    weight)] with positive weight, largest first, and the explanation method (see genrec.explain)."""
+    from genrec.explain import explain_many
 
-        found = explain_many(model, histories[np.full(len(items), row)], items, top=top)
-        why = [[(int(i), float(w)) for i, w in e.contributions if w > 0] for e in found]
-        return why, f"genrec.explain, {found[0].method}" if found else "genrec.explain"
-    x = train.csr(binary=True).tocsc()
-    hist = histories.matrix.indices[histories.matrix.indptr[row] : histories.matrix.indptr[row + 1]]
-    norms = np.sqrt(np.asarray(x.sum(axis=0)).ravel())
-    co = np.asarray((x[:, items].T @ x[:, hist]).todense())  # (len(items), len(hist)) co-occurrence counts
-    sims = co / np.maximum(norms[items][:, None] * norms[hist][None, :], 1e-12)
-    why = []
-    for s in sims:
-        best = np.argsort(-s, kind="stable")[:top]
-        why.append([(int(hist[b]), float(s[b])) for b in best if s[b] > 0])
-    return why, "item-item cosine with the history (genrec.explain is not installed)"
+    items = np.asarray(items, dtype=np.int64)
+    found = explain_many(model, histories[np.full(len(items), row)], items, top=top)
+    why = [[(int(i), float(w)) for i, w in e.contributions if w > 0] for e in found]
+    return why, f"genrec.explain, {found[0].method}" if found else "genrec.explain"
 
 
 def describe_item(item: int, items: IdMap, attributes: pd.DataFrame | None) -> str:
@@ -428,7 +385,7 @@ def format_examples(model_name: str, model: Recommender, split: Split, n_users: 
             head += ", mostly " + ", ".join(f"{c} ({n})" for c, n in cats.items())
         lines.append(head)
         shown = recs.items[j] >= 0
-        reasons, method = explain_recommendations(model, holdout.histories, row, recs.items[j][shown], train)
+        reasons, method = explain_recommendations(model, holdout.histories, row, recs.items[j][shown])
         for rank, (item, score, why) in enumerate(zip(recs.items[j][shown], recs.scores[j][shown], reasons), 1):
             because = "; ".join(describe_item(i, ids, attrs) for i, _ in why) or "popular overall"
             lines.append(f"  {rank}. {describe_item(int(item), ids, attrs)}  [score {score:.3g}]")
