@@ -126,11 +126,11 @@ def external(bench: Benchmark, name: str, path: Path) -> tuple[Recommender, dict
     history = bundle.meta["state"].get("history") or []
     best = bundle.meta["state"].get("best_epoch")
     data = bundle.meta.get("data") or {}
+    trained_on = bundle.meta.get("extra", {}).get("trained_on") or data.get("source")
     info = {"epochs": len(history), "best_epoch": len(history) if best is None else best + 1,
             "fit_seconds": sum(h.get("seconds", 0.0) for h in history),
             "params": {k: v for k, v in bundle.meta["params"].items() if k != "train_options"},
-            "source": f"bundle {path} (trained elsewhere on {data.get('n_interactions', '?')} events of "
-                      f"{data.get('source', '?')})",
+            "source": f"bundle {path}, trained elsewhere ({trained_on})",
             "saw_validation": data.get("fingerprint") != bench.train.fingerprint()}
     return bundle.model, info
 
@@ -283,8 +283,8 @@ def main(argv: list[str] | None = None) -> None:
             r = measure(bench, name, model)
             r["protocol"] = bench.protocol
             if info.get("saw_validation"):
-                r["protocol"] += (". The bundle was trained elsewhere on other training data than this script's "
-                                  "(all of train.txt), so its validation targets may have been training items: "
+                r["protocol"] += (". The bundle was trained elsewhere, on other events of train.txt than this "
+                                  "script's training table, so some validation targets were training items for it: "
                                   "they serve only to compare low-rank variants with the full model when choosing "
                                   "the rank; the test numbers are unaffected")
             r["command"] = " ".join([COMMAND, *(argv or [])])

@@ -1,17 +1,17 @@
 """Load benchmark of `genrec serve`: a real uvicorn process on 127.0.0.1 serving Mult-VAE on Gowalla (40,981
-items), driven by our own asyncio + httpx client with 32 concurrent connections asking for the top 20 items
-of a raw history (fold-in).
+items), driven by our own minimal asyncio HTTP/1.1 client (on uvloop) with 32 concurrent connections asking for
+the top 20 items of a raw history (fold-in). Server and client share the machine's 2 cores; the client's CPU
+time per request is measured and reported beside the server's.
 
-Two runs:
-- paced (open loop): 32 clients together send `--rate` requests/s on a fixed schedule; latency counts from the
+Runs, for each place the server scores (its batcher thread, or a child process):
+- paced (open loop): 32 clients together send `--rates` requests/s on a fixed schedule; latency counts from the
   scheduled send time, so a server that falls behind cannot hide it (no coordinated omission). This is the
   run the targets are about: p50 <= 5 ms and p99 <= 25 ms at >= 400 requests/s.
 - saturated (closed loop): 32 clients send back to back; gives the most requests/s the server sustains
   (latency there is 32 / throughput by Little's law, so it is reported but not held to the targets).
 
-The model is trained for `--epochs` epochs only: serving cost depends on the network's shape
-([40,981 -> 600 -> 200 -> 600 -> 40,981]), not on how well it was trained. Results go to
-benchmarks/results/serving.md. Run (heavy: hold the shared lock):
+`--parts fuzz` runs tests/serving/test_schemathesis.py with 230 cases per operation and mode (>= 2,000
+requests). Results go to benchmarks/results/serving.md. Run (heavy: hold the shared lock):
 
     flock /tmp/genrec-heavy.lock env OMP_NUM_THREADS=2 .venv/bin/python benchmarks/serving_load.py
 """
@@ -33,7 +33,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "lightgcn-gowalla"
@@ -41,31 +40,33 @@ TARGETS = {"p50_ms": 5.0, "p99_ms": 25.0, "rps": 400.0}
 NOTES_MARKER = "<!-- notes: kept when the benchmark rewrites this file -->"
 
 
-def load_gowalla(path: Path):
-    """The LightGCN Gowalla train.txt (one line per user: `user item item ...`) as Interactions."""
-    from genrec.data.interactions import Interactions
-
-    users, items = [], []
-    for line in path.read_text().splitlines():
-        ids = line.split()
-        if len(ids) > 1:
-            users.extend([int(ids[0])] * (len(ids) - 1))
-            items.extend(int(i) for i in ids[1:])
-    frame = pd.DataFrame({"user": users, "item": items})
-    return Interactions.from_frame(frame, "user", "item", source=str(path))
+SHARED_BUNDLE = Path("/tmp/genrec-artifacts/gowalla-multvae/model")  # a fully trained one, when present
+QUICK_BUNDLE = Path("/tmp/genrec-artifacts/gowalla-multvae-quick/model")  # else ours, trained for --epochs
 
 
-def ensure_bundle(bundle_dir: Path, epochs: int) -> Path:
+def ensure_bundle(bundle_dir: Path | None, epochs: int, train_users: int) -> Path:
+    """The Mult-VAE bundle to serve: `bundle_dir` if given, else the shared Gowalla bundle, else a quick one
+    trained here (and kept for the next run) for `epochs` on the first `train_users` users of train.txt, over
+    all 40,981 items: the network has the full model's shape, which is all that serving cost depends on (a
+    full epoch takes ~10 minutes on the shared 2 cores)."""
+    from genrec.data.interactions import IdMap, Interactions
+    from genrec.data.loaders import load_lightgcn
     from genrec.models.multvae import MultVAE
 
-    if (bundle_dir / "model.json").exists():
-        return bundle_dir
-    train = load_gowalla(DATA / "train.txt")
+    for candidate in ([bundle_dir] if bundle_dir else [SHARED_BUNDLE, QUICK_BUNDLE]):
+        if (candidate / "model.json").exists():
+            return candidate
+    out = bundle_dir or QUICK_BUNDLE
+    full, _ = load_lightgcn(DATA)
+    keep = full.users < train_users
+    train = Interactions(full.users[keep], full.items[keep], full.values[keep], full.timestamps[keep],
+                         IdMap(full.user_ids.raw[:train_users], "user"), full.item_ids,
+                         source=f"{full.source} (first {train_users} users)")
     print(f"training Mult-VAE for {epochs} epoch(s) on {train} ...", flush=True)
     start = time.perf_counter()
     model = MultVAE(epochs=epochs, seed=0).fit(train)
     print(f"trained in {time.perf_counter() - start:.0f} s", flush=True)
-    return model.save(bundle_dir, train)
+    return Path(model.save(out, train))
 
 
 def request_bodies(n: int, k: int, seed: int = 0) -> list[bytes]:
@@ -77,11 +78,12 @@ def request_bodies(n: int, k: int, seed: int = 0) -> list[bytes]:
 
 
 def start_server(bundle: Path, port: int, torch_threads: int, max_wait_ms: float, store: Path,
-                 scoring: str) -> subprocess.Popen:
+                 scoring: str, quantize: str = "none") -> subprocess.Popen:
     env = {**os.environ, "GENREC_MODEL_DIR": str(bundle), "GENREC_STORE": str(store),
            "GENREC_IMPORTS": "genrec.models.multvae", "GENREC_TORCH_THREADS": str(torch_threads),
            "GENREC_MAX_WAIT_MS": str(max_wait_ms), "OMP_NUM_THREADS": str(torch_threads),
-           "GENREC_SCORING_PROCESS": "1" if scoring == "process" else "0"}
+           "GENREC_SCORING_PROCESS": "1" if scoring == "process" else "0",
+           "GENREC_QUANTIZE": "" if quantize == "none" else quantize}
     cmd = [sys.executable, "-m", "uvicorn", "--factory", "genrec.serving.app:app_from_env", "--host", "127.0.0.1",
            "--port", str(port), "--no-access-log", "--log-level", "warning"]
     return subprocess.Popen(cmd, cwd=REPO, env=env)
@@ -101,10 +103,41 @@ def wait_healthy(base: str, proc: subprocess.Popen, timeout_s: float = 120.0) ->
     raise TimeoutError(f"{base}/health did not answer in {timeout_s} s")
 
 
-async def _client(http: httpx.AsyncClient, url: str, bodies: list[bytes], schedule: list[float] | None,
-                  stop_at: float, out: dict, first: int) -> None:
+class Connection:
+    """One keep-alive HTTP/1.1 connection speaking just enough of the protocol to POST JSON and read a
+    Content-Length response: the client shares the server's 2 cores, so it should cost as little as possible
+    (httpx costs several ms of CPU per request there)."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> int:
+        """The response's status code (its body is read and dropped)."""
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+                              b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host.encode(), self.port,
+                                                                   len(body), body))
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+            await self.reader.readexactly(int(length.group(1)) if length else 0)
+            return int(head[9:12])
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def _client(conn: Connection, bodies: list[bytes], schedule: list[float] | None, stop_at: float, out: dict,
+                  first: int) -> None:
     """One connection's loop: on `schedule` (paced) or back to back (schedule None), until stop_at."""
-    headers = {"content-type": "application/json"}
     i = 0
     while True:
         now = time.perf_counter()
@@ -115,9 +148,8 @@ async def _client(http: httpx.AsyncClient, url: str, bodies: list[bytes], schedu
             await asyncio.sleep(planned - now)
         sent = time.perf_counter()
         try:
-            r = await http.post(url, content=bodies[(first + i) % len(bodies)], headers=headers)
-            ok = r.status_code == 200
-        except httpx.HTTPError:
+            ok = await conn.post("/v1/recommendations", bodies[(first + i) % len(bodies)]) == 200
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             ok = False
         done = time.perf_counter()
         out["latency"].append(done - planned)
@@ -128,21 +160,23 @@ async def _client(http: httpx.AsyncClient, url: str, bodies: list[bytes], schedu
 
 async def load(base: str, bodies: list[bytes], clients: int, duration_s: float, rate: float | None) -> dict:
     """Run `clients` connections for duration_s; paced at `rate` requests/s in total, or closed loop."""
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=30.0) as http:
-        start = time.perf_counter() + 0.5
-        stop_at = start + duration_s
-        results = [{"latency": [], "service": [], "errors": 0} for _ in range(clients)]
-        tasks = []
-        for c in range(clients):
-            schedule = None
-            if rate:
-                interval = clients / rate
-                offset = start + c * interval / clients
-                schedule = [offset + j * interval for j in range(int(duration_s / interval) + 2)]
-            tasks.append(_client(http, f"{base}/v1/recommendations", bodies, schedule, stop_at, results[c], c * 61))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - start
+    host, port = base.removeprefix("http://").split(":")
+    connections = [Connection(host, int(port)) for _ in range(clients)]
+    start = time.perf_counter() + 0.5
+    stop_at = start + duration_s
+    results = [{"latency": [], "service": [], "errors": 0} for _ in range(clients)]
+    tasks = []
+    for c in range(clients):
+        schedule = None
+        if rate:
+            interval = clients / rate
+            offset = start + c * interval / clients
+            schedule = [offset + j * interval for j in range(int(duration_s / interval) + 2)]
+        tasks.append(_client(connections[c], bodies, schedule, stop_at, results[c], c * 61))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    for conn in connections:
+        conn.close()
     latency = np.concatenate([r["latency"] for r in results]) * 1e3
     service = np.concatenate([r["service"] for r in results]) * 1e3
     return {"requests": len(latency), "errors": sum(r["errors"] for r in results), "rps": len(latency) / elapsed,
@@ -200,18 +234,29 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def _run(coroutine):
+    """asyncio.run on uvloop when it is installed (as uvicorn uses it): the cheaper loop for the client too."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coroutine)
+
+
 def run_mode(base: str, bodies: list[bytes], args, rate: float | None, server_pid: int) -> dict:
-    asyncio.run(load(base, bodies, args.clients, 2.0, rate))  # warm-up
+    _run(load(base, bodies, args.clients, 2.0, rate))  # warm-up
     before = batch_sizes(httpx.get(f"{base}/metrics").text)
     server_cpu, client_cpu = cpu_seconds(server_pid), time.process_time()
-    result = asyncio.run(load(base, bodies, args.clients, args.duration, rate))
+    result = _run(load(base, bodies, args.clients, args.duration, rate))
     result["server_cpu_ms"] = (cpu_seconds(server_pid) - server_cpu) / result["requests"] * 1e3
     result["client_cpu_ms"] = (time.process_time() - client_cpu) / result["requests"] * 1e3
     result["batches"] = batch_distribution(before, batch_sizes(httpx.get(f"{base}/metrics").text))
     return result
 
 
-def scoring_floor(bundle: Path, torch_threads: int, sizes=(1, 8, 32, 64), repeats: int = 10) -> dict[int, float]:
+def scoring_floor(bundle: Path, torch_threads: int, quantize: str, sizes=(1, 8, 32, 64),
+                  repeats: int = 10) -> dict[int, float]:
     """Milliseconds per `score_rows` call (model.score + exclusion + top-20) by batch size, in-process: the
     floor under any request's latency, whatever the HTTP layer does."""
     import torch
@@ -219,7 +264,7 @@ def scoring_floor(bundle: Path, torch_threads: int, sizes=(1, 8, 32, 64), repeat
     from genrec.serving.served import ScoringRow, ServedModel
 
     torch.set_num_threads(torch_threads)
-    served = ServedModel.load(bundle)
+    served = ServedModel.load(bundle, quantize=quantize)
     rng = np.random.default_rng(0)
     rows = [ScoringRow(rng.choice(served.n_items, 7, replace=False).astype(np.int64), np.ones(7, np.float32), 20,
                        True) for _ in range(max(sizes))]
@@ -233,81 +278,170 @@ def scoring_floor(bundle: Path, torch_threads: int, sizes=(1, 8, 32, 64), repeat
     return out
 
 
-def report(results: dict, args, command: str, floor: dict[int, float]) -> str:
+def bundle_description(bundle: Path) -> str:
+    meta = json.loads((bundle / "model.json").read_text())
+    params = meta.get("params", {})
+    return (f"{meta.get('model')} at {bundle} (hidden_dims {params.get('hidden_dims')}, trained for "
+            f"{params.get('epochs')} epoch(s) on {meta.get('data', {}).get('source', 'LightGCN Gowalla')})")
+
+
+def int8_agreement(bundle: Path, bodies: list[bytes], n: int = 256) -> float:
+    """Mean share of the float32 model's top-20 that the int8 copy also puts in its top-20 (request histories)."""
+    from genrec.serving.served import ScoringRow, ServedModel
+
+    exact, small = ServedModel.load(bundle), ServedModel.load(bundle, quantize="int8")
+    histories = [exact.item_index([str(i) for i in json.loads(b)["history"]]) for b in bodies[:n]]
+    rows = [ScoringRow(h[h >= 0], np.ones(int((h >= 0).sum()), np.float32), 20, True) for h in histories]
+    pairs = zip(exact.score_rows(rows), small.score_rows(rows))
+    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / max(len(a), 1) for (a, _), (b, _) in pairs]))
+
+
+def load_section(results: dict, args, floors: dict[str, dict[int, float]]) -> str:
     def row(name: str, r: dict) -> str:
         return (f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | "
                 f"{r['service_p50_ms']:.1f} / {r['service_p99_ms']:.1f} | {r['server_cpu_ms']:.2f} | "
                 f"{r['client_cpu_ms']:.2f} | {r['requests']} | {r['errors']} |")
 
-    lines = ["# Serving load benchmark", "",
-             f"Machine: {machine(args.load_before)}.", "", f"Command: `{command}`", "",
-             f"Model: Mult-VAE [40,981 -> 600 -> 200 -> 600 -> 40,981] trained {args.epochs} epoch(s) on LightGCN "
-             "Gowalla train.txt; requests: top-20 for the held-out items of a random Gowalla user (fold-in by "
-             f"history); {args.clients} concurrent client connections (asyncio + httpx); micro-batching window "
-             f"{args.max_wait_ms} ms, at most 64 per batch; torch threads for scoring: {args.torch_threads}; "
-             f"{args.duration:.0f} s per run after a 2 s warm-up.", "",
+    lines = ["## Load: 32 clients, top-20 by history", "",
+             f"Model: {bundle_description(args.bundle_used)}; scoring cost depends on the network's shape, not "
+             "on how well it was trained. Requests: top-20 for the held-out (test.txt) items of a random Gowalla "
+             f"user, by raw history (fold-in); {args.clients} concurrent client connections (our own minimal "
+             f"asyncio HTTP/1.1 client on uvloop, one process); micro-batching window {args.max_wait_ms} ms, at "
+             f"most 64 per batch; torch threads for scoring: {args.torch_threads}; {args.duration:.0f} s per run "
+             "after a 2 s warm-up.", "",
              "| run | requests/s | p50 ms | p90 ms | p99 ms | service p50 / p99 ms | server CPU ms/req | "
              "client CPU ms/req | requests | errors |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         lines.append(row(name, r))
-    lines += ["", "Latency counts from the scheduled send time in the paced runs (from the send in the saturated "
-              "run); 'service' counts from the actual send.", "",
+    lines += ["", "Paced runs are open loop: latency counts from the scheduled send time, so a server that falls "
+              "behind cannot hide it; 'service' counts from the actual send. The saturated run is closed loop "
+              "(32 clients back to back): its requests/s is the most the server sustained, its latency is "
+              "32 / throughput by Little's law. Server and client CPU are user + system seconds per request "
+              "(server: its process and its scoring child, from /proc; client: this process's "
+              "time.process_time()); both share the same 2 cores.", "",
               f"Targets (issue 7): p50 <= {TARGETS['p50_ms']} ms, p99 <= {TARGETS['p99_ms']} ms, "
               f">= {TARGETS['rps']:.0f} requests/s on 2 cores.", "", "Batch sizes (users per model.score call):", ""]
     for name, r in results.items():
         lines.append(f"- {name}: " + ", ".join(f"{size}: {n}" for size, n in r["batches"]))
+    if args.agreement is not None:
+        lines += ["", f"int8 weights (`quantize='int8'`: `genrec.compress.quantize_int8`, 8-bit row-wise input layer, "
+                  f"dynamic int8 Linear layers) keep {args.agreement:.1%} of the float32 model's top-20 items, over "
+                  "256 request histories."]
     lines += ["", f"Scoring alone, in-process (no HTTP; {args.torch_threads} torch thread(s); 7-item histories, "
               "top-20): milliseconds per batch (per user)", "",
-              "| batch size | " + " | ".join(str(b) for b in floor) + " |", "|---|" + "---|" * len(floor),
-              "| ms | " + " | ".join(f"{ms:.1f} ({ms / b:.2f})" for b, ms in floor.items()) + " |"]
+              "| weights | " + " | ".join(f"batch {b}" for b in next(iter(floors.values()))) + " |",
+              "|---|" + "---|" * len(next(iter(floors.values())))]
+    for quantize, floor in floors.items():
+        lines.append(f"| {'float32' if quantize == 'none' else quantize} | "
+                     + " | ".join(f"{ms:.1f} ({ms / b:.2f})" for b, ms in floor.items()) + " |")
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bundle", type=Path, default=REPO / "runs" / "bench" / "multvae-gowalla")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--rates", type=float, nargs="*", default=[100.0, 200.0, 400.0])
-    parser.add_argument("--duration", type=float, default=20.0)
-    parser.add_argument("--torch-threads", type=int, default=1)
-    parser.add_argument("--max-wait-ms", type=float, default=2.0)
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--scoring", nargs="*", choices=["thread", "process"], default=["thread", "process"],
-                        help="where the server scores: its batcher thread, or a child process")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serving.md")
-    args = parser.parse_args()
-    if not DATA.exists():
-        sys.exit(f"{DATA} is not present")
-    args.load_before = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    bundle = ensure_bundle(args.bundle, args.epochs)
+def run_fuzz(examples: int) -> tuple[str, float]:
+    """tests/serving/test_schemathesis.py with `examples` cases per operation and mode; its summary line."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
+                           "tests/serving/test_schemathesis.py"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "GENREC_FUZZ_EXAMPLES": str(examples)})
+    elapsed = time.perf_counter() - start
+    found = re.findall(r"^schemathesis: .*$", proc.stdout, re.M)
+    summary = found[-1] if found else "no summary line"
+    verdict = "passed" if proc.returncode == 0 else f"FAILED (pytest exit {proc.returncode})"
+    print(proc.stdout[-3000:], flush=True)
+    return f"{summary}; test {verdict}", elapsed
+
+
+def fuzz_section(summary: str, elapsed: float, examples: int) -> str:
+    return "\n".join([
+        "## Schemathesis over the OpenAPI spec", "",
+        f"`GENREC_FUZZ_EXAMPLES={examples} pytest -s tests/serving/test_schemathesis.py` ({elapsed:.0f} s): "
+        f"schema-conforming and schema-violating cases for every operation, {examples} per operation and "
+        "mode, sent to the app in-process through Schemathesis's ASGI transport (every other admin request with "
+        "the API key, so reloads and deletions run).", "", f"Result: {summary}.", ""])
+
+
+SECTIONS = ("load", "fuzz")
+
+
+def write_results(out: Path, header: str, sections: dict[str, str]) -> None:
+    """Rewrite `out` with the sections run now; sections not run now and the notes keep their old text."""
+    old = out.read_text() if out.exists() else ""
+    notes = old.split(NOTES_MARKER, 1)[1] if NOTES_MARKER in old else "\n"
+    parts = [header]
+    for name in SECTIONS:
+        text = sections.get(name)
+        if text is None:
+            kept = re.search(rf"<!-- {name} -->\n(.*?)<!-- /{name} -->", old, re.S)
+            text = kept.group(1) if kept else ""
+        if text:
+            parts.append(f"<!-- {name} -->\n{text}<!-- /{name} -->\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(parts) + "\n" + NOTES_MARKER + notes)
+
+
+def run_load(args) -> str:
+    bundle = args.bundle_used = ensure_bundle(args.bundle, args.epochs, args.train_users)
     bodies = request_bodies(2000, 20)
-    floor = scoring_floor(bundle, args.torch_threads)
-    print("scoring floor (ms per batch):", floor, flush=True)
+    servers = [tuple(s.split(":")) for s in args.servers]
+    floors = {q: scoring_floor(bundle, args.torch_threads, q) for q in dict.fromkeys(q for _, q in servers)}
+    print("scoring floor (ms per batch):", floors, flush=True)
+    args.agreement = int8_agreement(bundle, bodies) if "int8" in floors else None
     results = {}
-    for scoring in args.scoring:
+    for scoring, quantize in servers:
         port = args.port or _free_port()
         with tempfile.TemporaryDirectory() as tmp:
-            proc = start_server(bundle, port, args.torch_threads, args.max_wait_ms, Path(tmp) / "events.db", scoring)
+            proc = start_server(bundle, port, args.torch_threads, args.max_wait_ms, Path(tmp) / "events.db", scoring,
+                                quantize)
             base = f"http://127.0.0.1:{port}"
             try:
                 wait_healthy(base, proc)
                 for rate in [*args.rates, None]:
-                    name = f"{scoring}: " + (f"paced {rate:.0f}/s" if rate else "saturated")
+                    weights = "float32" if quantize == "none" else quantize
+                    name = f"{scoring}, {weights}: " + (f"paced {rate:.0f}/s" if rate else "saturated")
                     results[name] = run_mode(base, bodies, args, rate, proc.pid)
                     print(name, results[name], flush=True)
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
+    return load_section(results, args, floors)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parts", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="load: the load benchmark; fuzz: the >= 2,000-request Schemathesis run")
+    parser.add_argument("--bundle", type=Path, default=None,
+                        help=f"default: {SHARED_BUNDLE} if present, else {QUICK_BUNDLE} (trained if absent)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--train-users", type=int, default=2000, help="users the quick bundle is trained on")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--rates", type=float, nargs="*", default=[200.0, 400.0])
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--max-wait-ms", type=float, default=2.0)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--servers", nargs="+", default=["thread:none", "thread:int8", "process:int8"],
+                        choices=[f"{s}:{q}" for s in ("thread", "process") for q in ("none", "int8")],
+                        help="servers to run, as where:weights (score on the batcher thread or in a child "
+                             "process; float32 weights or the int8 copy)")
+    parser.add_argument("--fuzz-examples", type=int, default=230)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serving.md")
+    args = parser.parse_args()
+    if not DATA.exists():
+        sys.exit(f"{DATA} is not present")
+    args.load_before = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    sections = {}
+    if "load" in args.parts:
+        sections["load"] = run_load(args)
+    if "fuzz" in args.parts:
+        sections["fuzz"] = fuzz_section(*run_fuzz(args.fuzz_examples), args.fuzz_examples)
+    script = Path(sys.argv[0])
     command = "flock /tmp/genrec-heavy.lock env OMP_NUM_THREADS=2 .venv/bin/python " + " ".join(
-        [str(Path(sys.argv[0]).relative_to(REPO) if Path(sys.argv[0]).is_absolute() else sys.argv[0]),
-         *sys.argv[1:]])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    notes = ""  # hand-written analysis below the marker survives a rerun
-    if args.out.exists() and NOTES_MARKER in args.out.read_text():
-        notes = args.out.read_text().split(NOTES_MARKER, 1)[1]
-    args.out.write_text(report(results, args, command, floor) + "\n" + NOTES_MARKER + notes)
+        [str(script.relative_to(REPO) if script.is_absolute() else script), *sys.argv[1:]])
+    header = "\n".join(["# genrec serve: load benchmark and API fuzzing", "",
+                        f"Machine: {machine(args.load_before)}.", "", f"Last command: `{command}`", ""])
+    write_results(args.out, header, sections)
     print(f"wrote {args.out}")
 
 

@@ -97,7 +97,8 @@ def test_int8_input_layer_is_the_embedding_bag_up_to_rounding(small):
     batch = sparse_rows(split.test.histories.binary())
     exact = model.module_.input_layer(batch, batch.values)
     rounded = compress.Int8SparseLinear(model.module_.input_layer)(batch, batch.values)
-    step = (model.module_.input_layer.weight.max(1).values - model.module_.input_layer.weight.min(1).values) / 255
+    weight = model.module_.input_layer.weight.detach()
+    step = (weight.max(1).values - weight.min(1).values) / 255  # one 8-bit step per item row
     bound = float(step.max()) * float(np.diff(batch.offsets.numpy()).max())
     assert torch.allclose(rounded, exact, atol=bound)
     assert not torch.equal(rounded, exact)

@@ -39,7 +39,9 @@ def generate_users(model, n_users: int, length_from: Interactions, seed: int = 0
     Each user's length is drawn from the distinct-item counts of the users of `length_from` (the training data,
     whose item id map the result shares). Items are drawn without replacement from the model's distribution
     over items, sharpened (temperature < 1) or flattened (> 1) by `temperature`:
-    - Mult-VAE / RecVAE: z ~ N(0, I) from the prior, decoder softmax (Gumbel top-L sampling);
+    - Mult-VAE / RecVAE: z ~ N(0, I) from the prior, decoder softmax (Gumbel top-L sampling); with
+      `condition="partial"`, the decoder's logits at the posterior mean of a random `seed_share` of a random
+      real training user's items instead (realistic, but derived from one real person, as CFGAN's "partial");
     - CFGAN: G's preference vector for a condition c_u, items drawn with probability proportional to its
       values. `condition="popularity"` (default): c_u is a random basket of round(seed_share * L) items drawn
       by item popularity, so no real user's history enters generation (only what G learned from them);
@@ -90,7 +92,11 @@ def model_kind(model) -> str:
 
 
 def _vae_logits(model, rows: np.ndarray, lengths, length_from, rng, condition, seed_share) -> np.ndarray:
-    """(len(rows), n_items) decoder logits at z ~ N(0, I)."""
+    """(len(rows), n_items) decoder logits at z ~ N(0, I), or at the posterior mean of a partial real user."""
+    if condition == "partial":
+        return np.asarray(model.score(_partial_users(len(rows), length_from, rng, seed_share)), dtype=np.float64)
+    if condition != "popularity":
+        raise ValueError(f"condition must be 'popularity' (the prior, for a VAE) or 'partial', got {condition!r}")
     module = model.module_
     latent = getattr(module, "latent", None) or module.decoder.in_features
     z = torch.from_numpy(rng.standard_normal((len(rows), latent)).astype(np.float32))
@@ -110,17 +116,24 @@ def _cfgan_logits(model, rows: np.ndarray, lengths, length_from: Interactions, r
         keys = np.log(np.maximum(popularity, 1e-12))[None, :] + rng.gumbel(size=(len(rows), len(popularity)))
         order = np.argsort(-keys, axis=1)
         seeds = [order[i, : sizes[i]] for i in range(len(rows))]
+        histories = Histories.from_lists(seeds, length_from.n_items)
     elif condition == "partial":
-        real = length_from.csr()
-        donors = rng.choice(np.flatnonzero(np.diff(real.indptr) > 0), len(rows))
-        seeds = []
-        for donor in donors:
-            items = real.indices[real.indptr[donor] : real.indptr[donor + 1]]
-            seeds.append(rng.choice(items, max(int(round(seed_share * len(items))), 1), replace=False))
+        histories = _partial_users(len(rows), length_from, rng, seed_share)
     else:
         raise ValueError(f"condition must be 'popularity' or 'partial', got {condition!r}")
-    prefs = np.asarray(model.score(Histories.from_lists(seeds, length_from.n_items)), dtype=np.float64)
+    prefs = np.asarray(model.score(histories), dtype=np.float64)
     return np.log(np.clip(prefs, 1e-12, None))
+
+
+def _partial_users(n: int, length_from: Interactions, rng: np.random.Generator, seed_share: float) -> Histories:
+    """`n` histories, each a random `seed_share` (at least one item) of a random real user's items."""
+    real = length_from.csr()
+    donors = rng.choice(np.flatnonzero(np.diff(real.indptr) > 0), n)
+    seeds = []
+    for donor in donors:  # one small draw per synthetic user, not per interaction
+        items = real.indices[real.indptr[donor] : real.indptr[donor + 1]]
+        seeds.append(rng.choice(items, max(int(round(seed_share * len(items))), 1), replace=False))
+    return Histories.from_lists(seeds, length_from.n_items)
 
 
 def _draw_without_replacement(logits_for, lengths: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:

@@ -10,7 +10,9 @@ from genrec.evaluation.debias import (
     debias_scores,
     debiased_results,
     ipw_weights,
+    reranked_results,
     tradeoff,
+    tradeoff_frame,
 )
 from genrec.evaluation.evaluate import evaluate
 from genrec.models import EASE, Popularity
@@ -105,3 +107,41 @@ def test_choose_lambda_takes_the_most_tail_within_the_accuracy_budget():
                           "tail_coverage_change": [0.0, 0.1, 0.5, 0.9]})
     assert choose_lambda(frame, max_ndcg_loss=0.05) == 0.2
     assert choose_lambda(frame, max_ndcg_loss=0.005) == 0.0
+
+
+class CountingScorer:
+    """Wraps a fitted model and counts the users it scores."""
+
+    def __init__(self, model):
+        self.model, self.scored = model, 0
+
+    def score(self, histories):
+        self.scored += histories.n_users
+        return self.model.score(histories)
+
+
+def test_one_scoring_pass_serves_every_normalisation_and_lambda(split, base):
+    counting = CountingScorer(base)
+    settings = [("zscore", 0.0), ("zscore", 0.4), ("log", 0.4), ("none", 0.01)]
+    results = reranked_results(counting, split.test, split.train, settings, batch_size=32)
+    assert counting.scored == split.test.histories.n_users
+    for normalize, lam in settings[1:]:
+        alone = debiased_results(base, split.test, split.train, [lam], normalize=normalize)[lam]
+        assert results[(normalize, lam)].summary == pytest.approx(alone.summary)
+    frame = tradeoff_frame({lam: results[("zscore", lam)] for lam in (0.0, 0.4)})
+    assert list(frame["lam"]) == [0.0, 0.4] and frame.loc[1, "tail_coverage_change"] > 0
+    with pytest.raises(ValueError, match="λ = 0"):
+        tradeoff_frame({0.4: results[("zscore", 0.4)]})
+    with pytest.raises(ValueError, match="normalize"):
+        reranked_results(base, split.test, split.train, [("rank", 0.1)])
+
+
+def test_fast_top_items_agree_with_top_k_and_pad_exhausted_rows():
+    from genrec.evaluation.debias import _top_items
+    from genrec.models.base import top_k
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(5, 50)).astype(np.float32)
+    scores[2, 3:] = -np.inf
+    np.testing.assert_array_equal(_top_items(scores, 10), top_k(scores, 10)[0])
+    assert list(_top_items(scores, 10)[2, 3:]) == [-1] * 7

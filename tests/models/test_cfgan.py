@@ -3,6 +3,8 @@ curves in the run history, user attributes in the condition."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -137,21 +139,24 @@ def test_zero_reconstruction_drives_sampled_non_purchases_towards_zero():
 
 # training curves, parameters, attributes ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def fitted_small():
+def fitted_small(tmp_path_factory):
     split = _blocks_split()
-    return _small_cfgan(epochs=4).fit(split.train, validation=split.validation), split
+    run = tmp_path_factory.mktemp("run")
+    model = _small_cfgan(epochs=4, train_options={**FAST, "checkpoint_dir": str(run)})
+    return model.fit(split.train, validation=split.validation), split, run
 
 
-def test_history_holds_both_players_losses_and_discriminator_accuracy(fitted_small):
-    model, _ = fitted_small
-    assert len(model.history_) == 4
-    for record in model.history_:
+def test_run_history_holds_both_players_losses_and_discriminator_accuracy(fitted_small):
+    model, _, run = fitted_small
+    written = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert len(model.history_) == 4 and written == model.history_
+    for record in written:
         assert {"loss_discriminator", "loss_generator", "val_ndcg@10"} <= set(record)
         assert 0.0 <= record["d_accuracy_real"] <= 1.0 and 0.0 <= record["d_accuracy_fake"] <= 1.0
 
 
 def test_different_seeds_give_different_scores(fitted_small):
-    model, split = fitted_small
+    model, split, _ = fitted_small
     other = _small_cfgan(epochs=4, seed=1).fit(split.train, validation=split.validation)
     h = split.test.histories
     assert not np.allclose(model.score(h), other.score(h))

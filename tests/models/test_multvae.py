@@ -19,7 +19,7 @@ import torch
 
 from genrec.data.interactions import Histories
 from genrec.data.splits import split_strong_generalization
-from genrec.models.multvae import MultDAE, MultVAE, MultVAENetwork, SparseLinear, normalized_input
+from genrec.models.multvae import MultDAE, MultVAE, MultVAENetwork, SparseLinear, multinomial_nll, normalized_input
 from genrec.training.data import sparse_rows
 from genrec.training.trainer import StepContext
 from tests.conftest import block_interactions
@@ -114,6 +114,19 @@ def test_vae_loss_equals_dense_multinomial_plus_annealed_kl():
     nll = -(torch.log_softmax(logits, dim=1) * x).sum(1).mean()
     kl = (0.5 * (-logvar + logvar.exp() + mu**2 - 1)).sum(1).mean()
     torch.testing.assert_close(loss, nll + 0.2 * kl, rtol=1e-5, atol=1e-5)  # beta = min(0.2, 30 / 100)
+
+
+def test_multinomial_likelihood_and_its_gradient_equal_the_dense_log_softmax():
+    x = sp.random(7, 30, density=0.2, random_state=np.random.default_rng(3), format="csr", dtype=np.float64)
+    batch = sparse_rows(x)
+    batch = batch._replace(values=batch.values.double())
+    logits = torch.randn(7, 30, dtype=torch.float64, requires_grad=True)
+    dense = -(torch.log_softmax(logits, dim=1) * torch.from_numpy(x.toarray())).sum(1)
+    torch.testing.assert_close(multinomial_nll(logits, batch), dense)
+    weights = torch.rand(7, dtype=torch.float64)  # any upstream gradient, not only the batch mean's
+    (got,) = torch.autograd.grad((multinomial_nll(logits, batch) * weights).sum(), logits)
+    (want,) = torch.autograd.grad((dense * weights).sum(), logits)
+    torch.testing.assert_close(got, want)
 
 
 def test_dae_loss_equals_dense_multinomial_plus_l2_on_weights():

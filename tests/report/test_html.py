@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import yaml
 
-from genrec.report.html import PUBLISHED, Run, anchors_for, dataset_key, headline_table, item_categories, write_report
+from genrec.report.anchors import PUBLISHED, anchors_for, dataset_key
+from genrec.report.html import Run, headline_table, write_report
+from genrec.report.recommendations import item_categories
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 URL_ATTR = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)

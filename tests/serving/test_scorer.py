@@ -32,26 +32,19 @@ def test_rows_and_results_survive_the_wire_format():
         assert np.array_equal(i, j) and np.allclose(s, t)
 
 
-def test_the_child_process_scores_like_the_model_in_process(bundle_dir):
-    served = ServedModel.load(bundle_dir)
-    scorer = ProcessScorer(bundle_dir, imports=[MODEL_MODULE])
-    try:
-        for (i, s), (j, t) in zip(served.score_rows(rows(served.n_items)), scorer.score_rows(rows(served.n_items))):
-            assert np.array_equal(i, j) and np.allclose(s, t)
-    finally:
-        scorer.close()
-    assert not scorer._process.is_alive()
-
-
 def test_a_bundle_the_child_cannot_load_is_an_error_naming_it(tmp_path):
     with pytest.raises(ValueError, match="could not load"):
         ProcessScorer(tmp_path / "nothing-here")
 
 
-def test_the_app_can_score_in_a_child_process_and_swap_it(bundle_dir):
+def test_the_app_scores_in_a_child_process_exactly_as_in_process_and_a_swap_replaces_it(bundle_dir):
+    # one test for both, since every child process costs an interpreter start and a torch import
+    served = ServedModel.load(bundle_dir)
     app = create_app(bundle_dir, api_key=API_KEY, imports=[MODEL_MODULE], scoring_process=True)
     with TestClient(app) as c:
         first = app.state.service.active.scorer
+        for (i, s), (j, t) in zip(served.score_rows(rows(served.n_items)), first.score_rows(rows(served.n_items))):
+            assert np.array_equal(i, j) and np.allclose(s, t)
         expected = c.post("/v1/recommendations", json={"user_id": "u2", "k": 5}).json()["items"]
         assert c.post("/v1/admin/reload", headers={"X-API-Key": API_KEY}).status_code == 200
         second = app.state.service.active.scorer

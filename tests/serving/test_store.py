@@ -107,15 +107,17 @@ def test_open_store_reads_paths_and_urls(tmp_path):
 
 # PostgreSQL: a throwaway server on 127.0.0.1, started with initdb/pg_ctl and stopped by the fixture --------------
 def _pg_bin() -> Path | None:
+    """The folder of initdb and pg_ctl: Debian's versioned folders first, else wherever PATH has them."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    return Path(found[-1]).parent if found else None
+    on_path = shutil.which("pg_ctl")
+    return Path(found[-1]).parent if found else Path(on_path).parent if on_path else None
 
 
 @pytest.fixture(scope="module")
 def postgres_dsn(tmp_path_factory):
     bin_dir = _pg_bin()
     if bin_dir is None:
-        pytest.skip("PostgreSQL binaries are not installed (/usr/lib/postgresql/*/bin)")
+        pytest.skip("PostgreSQL binaries are not installed (no initdb/pg_ctl)")
     pytest.importorskip("psycopg", reason="psycopg is not installed")
     as_root = os.geteuid() == 0
     # PostgreSQL refuses to run as root: then the data folder belongs to the postgres user, under /tmp

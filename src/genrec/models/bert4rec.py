@@ -19,11 +19,11 @@ from torch import nn
 from genrec.data.interactions import Histories, Interactions
 from genrec.models.base import register
 from genrec.models.sasrec import SelfAttentionBlock, attention_mask
+from genrec.models.sequence_base import SequenceRecommender
 from genrec.training.sequences import (
     PAD,
     FeatureIndex,
     ItemEmbedding,
-    SequenceRecommender,
     SequenceWindows,
     history_tokens,
     mask_items,

@@ -152,7 +152,7 @@ class CFGANNetwork(nn.Module):
         self.g_l2, self.d_l2, self.d_steps, self.g_steps = g_l2, d_l2, d_steps, g_steps
         self.pm_negatives = NegativeSampler(n_items, s_pm, seed, PM_STREAM)
         self.zr_negatives = NegativeSampler(n_items, s_zr, seed, ZR_STREAM)
-        self.d_accuracy: dict[int, list[float]] = {}  # epoch -> [real correct, fake correct, users]
+        self.d_counts: dict[int, list[float]] = {}  # epoch -> [real judged real, fake judged fake, users]
 
     # the two players, one Adam each, D's passes before G's ------------------------------------------------------
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -179,7 +179,7 @@ class CFGANNetwork(nn.Module):
             fake = self.generate(batch) * view
         d_real = self.discriminator(batch, real).squeeze(1)
         d_fake = self.discriminator(batch, fake).squeeze(1)
-        counts = self.d_accuracy.setdefault(epoch, [0.0, 0.0, 0.0])
+        counts = self.d_counts.setdefault(epoch, [0.0, 0.0, 0.0])
         counts[0] += float((d_real > 0).sum())
         counts[1] += float((d_fake < 0).sum())
         counts[2] += len(d_real)
@@ -203,6 +203,11 @@ class CFGANNetwork(nn.Module):
         if ctx.phase.startswith("discriminator"):
             return [("discriminator", self.discriminator_loss(batch, ctx.epoch))]
         return [("generator", self.generator_loss(batch, ctx.epoch))]
+
+    def epoch_metrics(self, epoch: int) -> dict[str, float]:
+        """D's accuracy on real and on fake vectors over the epoch's D passes (the Trainer logs it per epoch)."""
+        real, fake, n = self.d_counts.pop(epoch, (0.0, 0.0, 0.0))
+        return {"d_accuracy_real": real / n, "d_accuracy_fake": fake / n} if n else {}
 
     def score(self, batch: CFGANBatch) -> torch.Tensor:
         return self.generate(batch)
@@ -295,10 +300,6 @@ class CFGAN(TorchRecommender):
                                                                                 list(self.user_features))
             self.known_user_ids_ = np.asarray(train.user_ids.raw)
         self._train(train, validation)
-        for record in self.history_:
-            real, fake, n = self.module_.d_accuracy.get(record["epoch"], (0.0, 0.0, 0.0))
-            if n:
-                record["d_accuracy_real"], record["d_accuracy_fake"] = real / n, fake / n
         return self
 
     def _check_params(self) -> None:

@@ -18,7 +18,9 @@ user Gram matrix instead, the same P exactly:
     P = (X^T X + l2 I)^-1 = (I - X^T K X) / l2,      K = (X X^T + l2 I)^-1      (n_users x n_users)
 
 which costs n_users^3 instead of n_items^3 flops (2.6x fewer on Gowalla) plus two sparse-dense products; the
-peak is P plus K (10.3 GB on Gowalla).
+peak is P plus K (10.3 GB on Gowalla). The products sum in float32, which costs some accuracy: on a 2,000-user,
+3,000-item long-tailed test B stayed within 3e-5 of float64 (entries up to 0.03) and every user's top 20 was
+unchanged.
 """
 
 from __future__ import annotations

@@ -28,11 +28,11 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from genrec.data.interactions import Interactions
 from genrec.models.base import register
+from genrec.models.sequence_base import SequenceRecommender
 from genrec.training.sequences import (
     PAD,
     FeatureIndex,
     ItemEmbedding,
-    SequenceRecommender,
     SequenceWindows,
     next_item_pairs,
 )

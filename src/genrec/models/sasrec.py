@@ -24,11 +24,11 @@ from torch import nn
 
 from genrec.data.interactions import Interactions
 from genrec.models.base import register
+from genrec.models.sequence_base import SequenceRecommender
 from genrec.training.sequences import (
     PAD,
     FeatureIndex,
     ItemEmbedding,
-    SequenceRecommender,
     SequenceWindows,
     next_item_pairs,
 )

@@ -75,8 +75,8 @@ class Service:
 
     def __init__(self, model_dir: str | Path, store: str | Path | EventStore, api_key: str | None,
                  max_batch: int, max_wait_ms: float, verify: bool, scoring_process: bool,
-                 imports: Sequence[str], torch_threads: int | None):
-        self.model_dir, self.verify, self.api_key = Path(model_dir), verify, api_key
+                 imports: Sequence[str], torch_threads: int | None, quantize: str | None = None):
+        self.model_dir, self.verify, self.api_key, self.quantize = Path(model_dir), verify, api_key, quantize
         self.scoring_process, self.imports, self.torch_threads = scoring_process, list(imports), torch_threads
         self.active = self._load(self.model_dir)
         self._retiring: set[asyncio.Task] = set()
@@ -94,8 +94,9 @@ class Service:
         return self.active.served
 
     def _load(self, path: Path) -> Active:
-        served = ServedModel.load(path, verify=self.verify)
-        scorer = ProcessScorer(path, self.verify, self.imports, self.torch_threads) if self.scoring_process else None
+        served = ServedModel.load(path, verify=self.verify, quantize=self.quantize)
+        scorer = ProcessScorer(path, self.verify, self.imports, self.torch_threads, quantize=self.quantize) \
+            if self.scoring_process else None
         return Active(served, scorer)
 
     async def _retire(self, old: Active, timeout_s: float = 60.0) -> None:
@@ -268,11 +269,12 @@ def _validation_message(exc: RequestValidationError) -> JSONResponse:
 def create_app(model_dir: str | Path, store: str | Path | EventStore = ":memory:", api_key: str | None = None,
                max_batch: int = 64, max_wait_ms: float = 2.0, max_body_bytes: int = 1_000_000,
                verify: bool = True, imports: Sequence[str] = (), torch_threads: int | None = None,
-               scoring_process: bool = False) -> FastAPI:
+               scoring_process: bool = False, quantize: str | None = None) -> FastAPI:
     """The service for the bundle in `model_dir`. store: an EventStore or a spec for `open_store` (the
     default ':memory:' keeps nothing across restarts); api_key: enables the admin endpoints; imports: modules
     to import first (they register models that are not built in); torch_threads: torch.set_num_threads;
-    scoring_process: score in a child process (see genrec.serving.scorer) instead of a thread."""
+    scoring_process: score in a child process (see genrec.serving.scorer) instead of a thread; quantize:
+    'int8' serves an 8-bit copy of a Mult-VAE/DAE (see `genrec.serving.served.quantized`)."""
     for module in imports:
         importlib.import_module(module)
     if torch_threads:
@@ -280,7 +282,7 @@ def create_app(model_dir: str | Path, store: str | Path | EventStore = ":memory:
 
         torch.set_num_threads(torch_threads)
     service = Service(model_dir, store, api_key, max_batch, max_wait_ms, verify, scoring_process, imports,
-                      torch_threads)
+                      torch_threads, quantize)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -358,7 +360,7 @@ def app_from_env() -> FastAPI:
     """For `uvicorn --factory genrec.serving.app:app_from_env`: GENREC_MODEL_DIR (required), GENREC_STORE,
     GENREC_API_KEY, GENREC_IMPORTS (comma-separated modules), GENREC_MAX_BATCH, GENREC_MAX_WAIT_MS,
     GENREC_TORCH_THREADS, GENREC_SWITCH_INTERVAL_MS (see `tune_interpreter`), GENREC_SCORING_PROCESS (1: score in
-    a child process)."""
+    a child process), GENREC_QUANTIZE (int8: serve 8-bit weights)."""
     env = os.environ
     tune_interpreter(float(env.get("GENREC_SWITCH_INTERVAL_MS", 0.5)))
     if not env.get("GENREC_MODEL_DIR"):
@@ -368,4 +370,5 @@ def app_from_env() -> FastAPI:
                       api_key=env.get("GENREC_API_KEY") or None, max_batch=int(env.get("GENREC_MAX_BATCH", 64)),
                       max_wait_ms=float(env.get("GENREC_MAX_WAIT_MS", 2.0)), imports=imports,
                       torch_threads=int(env.get("GENREC_TORCH_THREADS", 0)) or None,
-                      scoring_process=env.get("GENREC_SCORING_PROCESS", "0") not in ("", "0", "false"))
+                      scoring_process=env.get("GENREC_SCORING_PROCESS", "0") not in ("", "0", "false"),
+                      quantize=env.get("GENREC_QUANTIZE") or None)

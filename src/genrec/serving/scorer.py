@@ -82,7 +82,8 @@ def decode_results(message: bytes) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(a["items"][s:e], a["scores"][s:e]) for s, e in zip(starts, ends)]
 
 
-def _scoring_process(conn, model_dir: str, verify: bool, imports: list[str], torch_threads: int | None) -> None:
+def _scoring_process(conn, model_dir: str, verify: bool, imports: list[str], torch_threads: int | None,
+                     quantize: str | None) -> None:
     """The child: load the bundle, then score each batch it is sent until it gets an empty message."""
     try:
         for module in imports:
@@ -91,7 +92,7 @@ def _scoring_process(conn, model_dir: str, verify: bool, imports: list[str], tor
             import torch
 
             torch.set_num_threads(torch_threads)
-        served = ServedModel.load(model_dir, verify=verify)
+        served = ServedModel.load(model_dir, verify=verify, quantize=quantize)
     except Exception as e:  # tell the parent why, then stop
         conn.send_bytes(b"E" + f"{type(e).__name__}: {e}".encode())
         return
@@ -111,11 +112,11 @@ class ProcessScorer:
     """`score_rows` as ServedModel's, computed by a child process holding its own copy of the bundle."""
 
     def __init__(self, model_dir: str | Path, verify: bool = True, imports: Sequence[str] = (),
-                 torch_threads: int | None = None, start_timeout_s: float = 300.0):
+                 torch_threads: int | None = None, start_timeout_s: float = 300.0, quantize: str | None = None):
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited threads or locks
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_scoring_process, name="genrec-scorer", daemon=True,
-                                        args=(child, str(model_dir), verify, list(imports), torch_threads))
+                                        args=(child, str(model_dir), verify, list(imports), torch_threads, quantize))
         self._process.start()
         child.close()
         self._lock = threading.Lock()

@@ -1,5 +1,6 @@
 """What the sequence models (SASRec, BERT4Rec, GRU4Rec) share: windows of users' time-ordered histories as token
-batches, item attributes as extra input tokens, and sampling continuations of a history.
+batches, item attributes as extra input tokens, and sampling continuations of a history. (Their common
+Recommender base class is genrec.models.sequence_base.SequenceRecommender.)
 
 Tokens: item index i is token i + 1; token 0 is padding; BERT4Rec's [MASK] is token n_items + 1. A window is the
 last `length` tokens of (part of) a user's sequence. Left padding (the default, Transformers) puts the most recent
@@ -10,7 +11,6 @@ the first column. Every step here is vectorised over the events; building a batc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genrec.data.interactions import DataError, Histories, Interactions
-from genrec.models.torch_base import TorchRecommender
+from genrec.data.interactions import DataError, Histories
 
 PAD = 0
 
@@ -191,63 +190,6 @@ class ItemEmbedding(nn.Module):
                                per_sample_weights=self.feature_weights, include_last_offset=True)
         n = bags.shape[0]
         return torch.cat([self.weight[:1], self.weight[1 : n + 1] + bags, self.weight[n + 1 :]])
-
-
-# the recommender base -----------------------------------------------------------------------------------------
-class SequenceRecommender(TorchRecommender):
-    """A TorchRecommender that reads ordered histories: item features, popularity for negative sampling,
-    validation on NDCG@10 by default, scoring from the last `max_len` items, and `generate`."""
-
-    needs_order = True
-    _pad_side = "left"
-
-    def fit(self, train: Interactions, validation=None) -> SequenceRecommender:
-        """Train on `train`'s time-ordered sequences; with `validation` (a Holdout), keep the best epoch."""
-        self._check_hyperparameters()
-        self.item_features_ = None
-        if self.item_features:
-            self.item_features_ = FeatureIndex.build(train.item_attributes, list(self.item_features),
-                                                     train.n_items, train.source)
-        self._item_counts = np.bincount(train.items, minlength=train.n_items).astype(np.float64)
-        self._train(train, validation)
-        return self
-
-    def _check_hyperparameters(self) -> None:
-        if self.max_len < 2:
-            raise ValueError(f"max_len must be at least 2, got {self.max_len!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-
-    def _trainer(self):
-        from genrec.training.trainer import Trainer
-
-        options = {"monitor": "ndcg@10", **(self.train_options or {})}
-        return Trainer(self.epochs, self.batch_size, self.lr, seed=self.seed, options=options)
-
-    def _sampling_counts(self) -> torch.Tensor:
-        """(n_items,) training events per item (ones after loading: only training samples negatives)."""
-        counts = getattr(self, "_item_counts", None)
-        return torch.ones(self.n_items_) if counts is None else torch.from_numpy(counts).float()
-
-    def _score_input(self, histories: Histories) -> torch.Tensor:
-        return torch.from_numpy(history_tokens(histories, self.max_len, self._pad_side))
-
-    def _get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        arrays, meta = super()._get_state()
-        meta["feature_vocab"] = None if self.item_features_ is None else self.item_features_.vocab
-        return arrays, meta
-
-    def _set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        self.item_features_ = None
-        if meta.get("feature_vocab") is not None:
-            self.item_features_ = FeatureIndex(meta["feature_vocab"], arrays["items.feature_offsets"],
-                                               arrays["items.feature_values"], arrays["items.feature_weights"])
-        super()._set_state(arrays, meta)
-
-    def generate(self, histories: Histories, n_steps: int, temperature: float = 1.0, top_k: int | None = None,
-                 seed: int = 0, exclude_seen: bool = True) -> list[np.ndarray]:
-        """Sample `n_steps` items continuing each history; see `generate_continuations`."""
-        return generate_continuations(self, histories, n_steps, temperature, top_k, seed, exclude_seen)
 
 
 # generation ---------------------------------------------------------------------------------------------------

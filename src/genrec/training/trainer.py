@@ -7,7 +7,8 @@ A model hands the Trainer three things and nothing else:
   stepped before the next loss is computed, which is what a GAN (discriminator, then generator) or RecVAE
   (alternating encoder and decoder) needs. A module may define `param_groups() -> {name: [params]}` (default:
   one group "main") and `phases(epoch) -> [group, ...]` (default: one pass updating every group), and
-  `start_phase(phase, epoch)`, called before each pass (RecVAE refreshes its prior there);
+  `start_phase(phase, epoch)`, called before each pass (RecVAE refreshes its prior there), and
+  `epoch_metrics(epoch) -> {name: value}`, merged into the epoch's history record (CFGAN: D's accuracy);
 - a dataset with `__len__` and `batch(indices) -> batch` (see `genrec.training.data`), and optionally
   `plan_batches(order, batch_size) -> [indices, ...]`, which regroups an epoch's shuffled order into batches
   (deterministically, keeping the batch count; sequence models put windows of similar length together);
@@ -59,6 +60,7 @@ class TrainOptions(pydantic.BaseModel):
     progress: bool | None = None
     log_every: int = 50
     max_batches_per_epoch: int | None = None
+    max_seconds: float | None = None  # time budget: no new epoch starts that the last one's length says would overrun
 
 
 @dataclass
@@ -187,8 +189,11 @@ class Trainer:
         for epoch in range(start_epoch, self.epochs):
             t0 = time.perf_counter()
             losses, step = self._run_epoch(module, net, data, optimizers, epoch, step)
+            losses = self._all_reduce_metrics(losses)  # under DDP: the mean over ranks, i.e. over whole batches
             record: dict[str, Any] = {"epoch": epoch, "step": step, **losses,
                                       "lr": self.lr * self._lr_factor(epoch)}
+            if hasattr(module, "epoch_metrics"):  # the module's own training curves (e.g. a GAN's D accuracy)
+                record.update(module.epoch_metrics(epoch))
             improved = False
             if validate is not None and (epoch + 1) % self.options.eval_every == 0:
                 module.eval()
@@ -206,6 +211,9 @@ class Trainer:
             result.history.append(record)
             self._log(record, history_path, improved, best_state, module, optimizers, result)
             if self.options.patience is not None and bad_epochs > self.options.patience:
+                break
+            if self.options.max_seconds is not None and \
+                    time.perf_counter() - start_all + record["seconds"] > self.options.max_seconds:
                 break
         if best_state is not None:
             module.load_state_dict(best_state)

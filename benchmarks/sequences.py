@@ -1,0 +1,343 @@
+"""Sequence models on the S3-Rec Beauty and LastFM files (issue 4): SASRec, BERT4Rec, GRU4Rec, EASE, popularity.
+
+Protocol (SASRec, Kang & McAuley 2018; the S3-Rec files): leave-one-out by position in each user's line, the last
+item the test target, the one before it the validation target, the rest training; full ranking over every item
+except the user's history items (the test history includes the validation item); HR@K and NDCG@K, binary gains.
+
+Hyperparameters are chosen on the validation targets only: each grid point is fitted once on the training events,
+torch models with early stopping on validation NDCG@10, and the grid point with the best validation NDCG@10 is the
+model of the table. The test targets of every fit are scored right after its fit and kept with it (that spares a
+refit), but the choice never reads them and the table shows only the chosen fit's.
+
+    OMP_NUM_THREADS=2 flock /tmp/genrec-heavy.lock .venv/bin/python benchmarks/sequences.py --dataset lastfm \\
+        --models sasrec popularity
+
+writes benchmarks/results/sequences.md. Every finished fit is kept, as JSON in a comment at the end of that file,
+and reused by later runs (`--fresh` drops the named models' fits). `--time-epoch` times one SASRec epoch on Beauty
+(max_len 50, 2 blocks, 64 dimensions, full-softmax cross-entropy) against this machine's matrix-multiply floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "s3rec-sequences"
+RESULTS = Path(__file__).resolve().parent / "results" / "sequences.md"
+FILES = {"lastfm": "LastFM.txt", "beauty": "Beauty.txt"}
+STORE = re.compile(r"<!-- sequence-runs\n(.*?)\n-->", re.S)
+NOTES = re.compile(r"<!-- notes -->\n(.*?)<!-- /notes -->", re.S)
+KS = (10, 20)
+
+# Validation every 2 epochs; stop after 4 validations (8 epochs) without a better NDCG@10, or when the next epoch
+# would overrun the fit's time budget (max_seconds). The grids are single points on purpose: 2 CPU cores shared by
+# several helpers and a rationed heavy-lock time (see the results file's notes).
+def early(seconds: float) -> dict:
+    return {"progress": False, "fused": True, "eval_every": 2, "patience": 3, "max_seconds": seconds}
+
+
+GRIDS: dict[str, dict[str, list[dict]]] = {
+    "lastfm": {
+        "popularity": [{}],
+        "ease": [{"l2": l2} for l2 in (50.0, 200.0, 1000.0)],
+        "sasrec": [{"dropout": 0.5, "lr": 2e-3, "epochs": 200, "train_options": early(360)}],
+        "bert4rec": [{"dropout": 0.2, "mask_prob": 0.4, "lr": 2e-3, "epochs": 200, "train_options": early(90)}],
+        "gru4rec": [{"dropout_embed": 0.2, "dropout_hidden": 0.2, "epochs": 100, "train_options": early(90)}],
+    },
+    "beauty": {  # SASRec: the loss (sampled softmax over 1,024 uniform negatives, or the full softmax) is chosen
+        "popularity": [{}],
+        "ease": [{"l2": 200.0}],
+        "sasrec": [{"dropout": 0.3, "loss": "sampled", "n_negatives": 1024, "lr": 2e-3, "epochs": 200,
+                    "train_options": early(1200)},
+                   {"dropout": 0.3, "loss": "ce", "lr": 2e-3, "epochs": 200, "train_options": early(720)}],
+        "bert4rec": [{"dropout": 0.2, "mask_prob": 0.4, "lr": 2e-3, "epochs": 200, "train_options": early(200)}],
+        "gru4rec": [{"dropout_embed": 0.2, "dropout_hidden": 0.2, "epochs": 100, "train_options": early(200)}],
+    },
+}
+MODELS = ("popularity", "ease", "sasrec", "bert4rec", "gru4rec")
+NAMES = {"popularity": "Popularity", "ease": "EASE", "sasrec": "SASRec (CE)", "bert4rec": "BERT4Rec",
+         "gru4rec": "GRU4Rec (CE)"}
+# (HR@10, NDCG@10) published on these files with full ranking, as named in issue 4
+PUBLISHED = {
+    ("beauty", "sasrec"): ((0.0605, 0.0318), "SASRec with one-negative BCE (issue 4)"),
+    ("beauty", "best"): ((0.0928, 0.0531), "best published on these files (issue 4)"),
+}
+TARGETS = {("beauty", "sasrec"): (0.085, 0.048), ("lastfm", "sasrec"): (0.07, 0.04)}
+
+
+# one fit ------------------------------------------------------------------------------------------------------
+def load_split(dataset: str, data: Path):
+    from genrec.data.loaders import load_sequences
+    from genrec.data.splits import split_leave_one_out
+
+    return split_leave_one_out(load_sequences(data / FILES[dataset]), validation=True, min_length=3)
+
+
+def run_fit(dataset: str, name: str, params: dict, split) -> dict:
+    """Fit one grid point (early stopping on the validation targets for torch models) and score both holdouts."""
+    from genrec.evaluation.evaluate import evaluate
+    from genrec.models import get_model_class
+
+    model = get_model_class(name)(**params)
+    start = time.perf_counter()
+    model.fit(split.train, split.validation)
+    fit_seconds = time.perf_counter() - start
+    scores = {}
+    for stage, holdout in (("validation", split.validation), ("test", split.test)):
+        r = evaluate(model, holdout, ks=KS, metrics=("hr", "ndcg"), train=split.train)
+        scores[stage] = {k: v for k, v in r.summary.items() if k.split("@")[0] in ("hr", "ndcg")}
+    history = getattr(model, "history_", None) or []
+    return {"dataset": dataset, "model": name, "params": params, "validation": scores["validation"],
+            "test": scores["test"], "epochs": len(history), "best_epoch": getattr(model, "best_epoch_", None),
+            "fit_seconds": fit_seconds, "epoch_seconds": float(np.median([h["seconds"] for h in history]))
+            if history else None, "device": device_name(), "users": len(split.test)}
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"GPU {torch.cuda.get_device_name(0)}"
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    cpu = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if "Model name" in line), "?")
+    return f"CPU {cpu} x{torch.get_num_threads()} threads"
+
+
+# the epoch timing ---------------------------------------------------------------------------------------------
+def sasrec_epoch_flops(data, batches, dim: int, n_blocks: int, n_items: int) -> float:
+    """Matrix-multiply FLOPs of one training epoch (forward + backward = 3 x forward) over the planned batches:
+    per input token and block 2*(3d*d + d*d + 2*d*d) for the projections and feed-forward (inner size d) and
+    2*2*T*d for attention over the window of T tokens; 2*d*n_items per predicted position for the logits."""
+    import torch
+
+    from genrec.training.sequences import next_item_pairs
+
+    total = 0.0
+    for idx in batches:
+        inputs, targets = next_item_pairs(data.batch(idx))
+        b, t = inputs.shape
+        per_token = n_blocks * (12 * dim * dim + 4 * t * dim)
+        total += b * t * per_token + int(torch.count_nonzero(targets)) * 2 * dim * n_items
+    return 3.0 * total
+
+
+def matmul_rate(seconds: float = 3.0) -> float:
+    """Best sustained float32 GEMM rate (FLOP/s) of torch on this machine, 2048^3 products."""
+    import torch
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        a @ b
+        best = max(best, 2 * 2048**3 / (time.perf_counter() - t0))
+    return best
+
+
+def time_epoch(data_dir: Path) -> dict:
+    """One SASRec epoch on Beauty's training events (no validation), timed by the Trainer, beside the floor."""
+    import torch
+
+    from genrec.models.sasrec import SASRec
+    from genrec.training.trainer import Trainer
+
+    split = load_split("beauty", data_dir)
+    rate_before = matmul_rate()
+    model = SASRec(max_len=50, dim=64, n_blocks=2, n_heads=1, loss="ce", epochs=1,
+                   train_options={"progress": False, "device": "cpu", "fused": True})
+    model.fit(split.train)
+    seconds = model.history_[0]["seconds"]
+    rate = max(rate_before, matmul_rate())
+    windows = model._training_data(split.train)
+    batches = Trainer(1, model.batch_size, model.lr, seed=model.seed)._batches(windows, epoch=0)
+    flops = sasrec_epoch_flops(windows, batches, 64, 2, split.train.n_items)
+    return {"seconds": seconds, "flops": flops, "rate": rate, "floor": flops / rate, "batches": len(batches),
+            "windows": len(windows), "threads": torch.get_num_threads(), "device": device_name()}
+
+
+# the kept fits ------------------------------------------------------------------------------------------------
+def _key(t: dict) -> str:
+    if t["model"] == "timing":
+        return "timing"
+    return f"{t['dataset']}|{t['model']}|{json.dumps(t['params'], sort_keys=True)}"
+
+
+def read_store(path: Path) -> dict:
+    found = STORE.search(path.read_text()) if path.exists() else None
+    return {_key(t): t for t in json.loads(found.group(1))} if found else {}
+
+
+def _fits(store: dict, dataset: str, name: str) -> list[dict]:
+    return [t for t in store.values() if t.get("dataset") == dataset and t["model"] == name]
+
+
+def _same_point(a: dict, b: dict) -> bool:
+    """Equal hyperparameters, whatever the time budget (train_options.max_seconds)."""
+    def strip(p: dict) -> dict:
+        return {**p, "train_options": {k: v for k, v in p.get("train_options", {}).items() if k != "max_seconds"}}
+    return strip(a) == strip(b)
+
+
+def chosen(store: dict, dataset: str, name: str) -> dict | None:
+    """The fit with the best validation NDCG@10 (the test numbers are not read)."""
+    fits = _fits(store, dataset, name)
+    return max(fits, key=lambda t: t["validation"]["ndcg@10"]) if fits else None
+
+
+# report -------------------------------------------------------------------------------------------------------
+def machine() -> str:
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    cpu = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if "Model name" in line), "?")
+    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal"))
+    import torch
+
+    return (f"CPU {cpu}, {len(os.sched_getaffinity(0))} cores, RAM {mem_kb / 2**20:.0f} GiB, Python "
+            f"{platform.python_version()}, torch {torch.__version__}")
+
+
+def fmt_params(params: dict) -> str:
+    shown = {k: v for k, v in params.items() if k not in ("train_options", "epochs")}
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()) or "-"
+
+
+def results_table(store: dict, dataset: str) -> list[str]:
+    lines = ["| model | hyperparameters (chosen on validation) | HR@10 | NDCG@10 | HR@20 | NDCG@20 | validation "
+             "NDCG@10 | epochs (best) | fit s | s / epoch | device |", "|---|---|---:|---:|---:|---:|---:|---|---:|"
+             "---:|---|"]
+    for name in MODELS:
+        t = chosen(store, dataset, name)
+        if t is None:
+            continue
+        s = t["test"]
+        epochs = f"{t['epochs']} ({t['best_epoch'] + 1})" if t.get("best_epoch") is not None else "-"
+        per_epoch = f"{t['epoch_seconds']:.1f}" if t.get("epoch_seconds") else "-"
+        lines.append(f"| {NAMES[name]} | {fmt_params(t['params'])} | {s['hr@10']:.4f} | {s['ndcg@10']:.4f} | "
+                     f"{s['hr@20']:.4f} | {s['ndcg@20']:.4f} | {t['validation']['ndcg@10']:.4f} | {epochs} | "
+                     f"{t['fit_seconds']:.0f} | {per_epoch} | {t['device']} |")
+    for (d, _), ((hr, ndcg), source) in PUBLISHED.items():
+        if d == dataset:
+            lines.append(f"| published: {source} | | {hr:.4f} | {ndcg:.4f} | | | | | | | |")
+    return lines
+
+
+def acceptance(store: dict) -> list[str]:
+    lines = []
+    for (dataset, name), (hr_min, ndcg_min) in TARGETS.items():
+        t = chosen(store, dataset, name)
+        if t is not None:
+            s = t["test"]
+            ok = s["hr@10"] >= hr_min and s["ndcg@10"] >= ndcg_min
+            lines.append(f"- {dataset} {NAMES[name]}: HR@10 >= {hr_min} and NDCG@10 >= {ndcg_min}: "
+                         f"{'pass' if ok else 'FAIL'} ({s['hr@10']:.4f} / {s['ndcg@10']:.4f})")
+    return lines
+
+
+def validation_table(store: dict) -> list[str]:
+    lines = ["| data | model | hyperparameters | validation HR@10 | validation NDCG@10 | epochs (best) | fit s | "
+             "chosen |", "|---|---|---|---:|---:|---|---:|---|"]
+    for t in sorted((t for t in store.values() if "dataset" in t),
+                    key=lambda t: (t["dataset"], MODELS.index(t["model"]), sorted(map(str, t["params"])))):
+        mark = "yes" if t is chosen(store, t["dataset"], t["model"]) else ""
+        epochs = f"{t['epochs']} ({t['best_epoch'] + 1})" if t.get("best_epoch") is not None else "-"
+        lines.append(f"| {t['dataset']} | {NAMES[t['model']]} | {fmt_params(t['params'])} | "
+                     f"{t['validation']['hr@10']:.4f} | {t['validation']['ndcg@10']:.4f} | {epochs} | "
+                     f"{t['fit_seconds']:.0f} | {mark} |")
+    return lines
+
+
+def timing_lines(timing: dict | None) -> list[str]:
+    if timing is None:
+        return ["(not measured yet: `--time-epoch`)"]
+    ratio = timing["seconds"] / timing["floor"]
+    return [f"- {timing['device']}; {timing['windows']} training windows in {timing['batches']} batches of 128",
+            f"- matrix-multiply FLOPs of the epoch (forward + backward): {timing['flops'] / 1e12:.3f} TFLOP",
+            f"- best float32 GEMM rate measured beside it (2048^3 products): {timing['rate'] / 1e9:.1f} GFLOP/s, so "
+            f"the floor is {timing['floor']:.1f} s",
+            f"- measured epoch: {timing['seconds']:.1f} s = {ratio:.2f} x the floor "
+            f"({'within' if ratio <= 2 else 'NOT within'} the 2x target)",
+            f"- command: `{timing['command']}`"]
+
+
+def report(store: dict, notes: str) -> str:
+    timing = store.get("timing")
+    fits = [t for t in store.values() if "dataset" in t]
+    commands = sorted({t["command"] for t in store.values()}, key=lambda c: min(
+        t["finished"] for t in store.values() if t["command"] == c))
+    lines = ["# Sequence models: SASRec, BERT4Rec, GRU4Rec beside EASE and popularity (issue 4)", "",
+             f"- this machine: {machine()}", "- commands (fits kept between runs; see benchmarks/sequences.py):",
+             *[f"  - `{c}`" for c in commands], "",
+             "Protocol: leave-one-out by position in each user's line of the S3-Rec files (last item test, "
+             "second-to-last validation), full ranking over all items with the user's history items excluded, "
+             "HR@K and NDCG@K. Hyperparameters chosen by validation NDCG@10 only; early stopping (torch models) "
+             "on validation NDCG@10 with the best epoch's weights restored. Test numbers are those of the chosen "
+             "fit, reported once.", ""]
+    for dataset in ("beauty", "lastfm"):
+        users = next((t["users"] for t in fits if t["dataset"] == dataset), 0)
+        lines += [f"## {dataset.capitalize()} ({users} test users)", "", *results_table(store, dataset), ""]
+    lines += ["## Acceptance", "", *acceptance(store), "", "## One SASRec epoch on Beauty against the "
+              "matrix-multiply floor", "", *timing_lines(timing), "", "## Notes", "", "<!-- notes -->",
+              notes.strip(), "<!-- /notes -->", "", "## All fits (validation)", "", *validation_table(store)]
+    kept = json.dumps(sorted(store.values(), key=lambda t: t["finished"]))
+    return "\n".join(lines) + f"\n\n<!-- sequence-runs\n{kept}\n-->\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=list(FILES), default="lastfm")
+    parser.add_argument("--models", nargs="*", choices=MODELS, default=[])
+    parser.add_argument("--data", type=Path, default=DATA, help="folder holding Beauty.txt and LastFM.txt")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--fresh", action="store_true", help="drop the kept fits of --models on --dataset first")
+    parser.add_argument("--time-epoch", action="store_true", help="time one SASRec epoch on Beauty")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="cap every torch fit's time budget (train_options.max_seconds) at this many seconds")
+    args = parser.parse_args(argv)
+    if not (args.data / FILES[args.dataset]).exists():
+        sys.exit(f"{args.data / FILES[args.dataset]} is missing; see ../shared/data/README.md")
+    command = " ".join([f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}",
+                        shlex.quote(os.path.relpath(sys.executable)), *map(shlex.quote, sys.argv)])
+    old = args.out.read_text() if args.out.exists() else ""
+    notes = NOTES.search(old).group(1) if NOTES.search(old) else ""
+    store = read_store(args.out)
+    if args.fresh:
+        store = {k: t for k, t in store.items() if not (t.get("dataset") == args.dataset and t["model"] in args.models)}
+
+    def keep(key: str, record: dict) -> None:
+        store[key] = {**record, "command": command, "finished": time.time()}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report(store, notes))
+
+    if args.time_epoch:
+        timing = time_epoch(args.data)
+        keep("timing", {"model": "timing", **timing})
+        print(f"epoch {timing['seconds']:.1f} s, floor {timing['floor']:.1f} s", flush=True)
+    split = load_split(args.dataset, args.data) if args.models else None
+    for name in args.models:
+        for params in GRIDS[args.dataset][name]:
+            if any(_same_point(t["params"], params) for t in _fits(store, args.dataset, name)):
+                continue  # fitted before (a time budget capped by --budget counts as the same point)
+            if args.budget is not None and "train_options" in params:
+                options = params["train_options"]
+                params = {**params, "train_options": {**options, "max_seconds": min(options["max_seconds"],
+                                                                                    args.budget)}}
+            record = run_fit(args.dataset, name, params, split)
+            keep(_key(record), record)
+            print(f"{args.dataset} {name} {fmt_params(params)}: validation {record['validation']['ndcg@10']:.4f} "
+                  f"epochs {record['epochs']} fit {record['fit_seconds']:.0f}s", flush=True)
+    args.out.write_text(report(store, notes))
+
+
+if __name__ == "__main__":
+    main()
