@@ -375,13 +375,16 @@ def generate(
                               "train-on-synthetic utility."),
     seed: int = typer.Option(0, help="Sampling seed."),
     temperature: float = typer.Option(1.0, min=0.01, help="Softmax temperature of the sampling."),
+    condition: str = typer.Option("popularity", help="popularity: no real user at generation time (the VAE "
+                                  "prior); partial: each synthetic user starts from half of a real one."),
 ) -> None:
     """Sample synthetic users from a generative model and measure how realistic and how private they are."""
     import json
 
     from genrec.synthesis import generate_command
 
-    summary = generate_command(model, users, out, report=report, test=test, seed=seed, temperature=temperature)
+    summary = generate_command(model, users, out, report=report, test=test, seed=seed, temperature=temperature,
+                               condition=condition)
     _say(f"{summary['n_users']} synthetic users, {summary['n_interactions']} interactions → {out}")
     if "fidelity" in summary:
         _say(json.dumps(summary["fidelity"], indent=2))
@@ -411,6 +414,7 @@ def serve(
                                 "delete a user)."),
     max_batch: int = typer.Option(64, min=1, help="Most requests scored in one micro-batch."),
     max_wait_ms: float = typer.Option(2.0, min=0.0, help="Longest wait to fill a micro-batch."),
+    quantize: str = typer.Option(None, help="int8: serve an 8-bit copy of a Mult-VAE/DAE (smaller, faster)."),
 ) -> None:
     """Recommendations, similar items, explanations and an event log over HTTP (OpenAPI docs at /docs)."""
     from genrec.models.base import load_bundle
@@ -418,7 +422,7 @@ def serve(
 
     load_bundle(model)  # a bad bundle fails here with one line, before the server starts
     run_server(model, host=host, port=port, store=store, api_key=api_key, max_batch=max_batch,
-               max_wait_ms=max_wait_ms)
+               max_wait_ms=max_wait_ms, quantize=quantize)
 
 
 @app.command()

@@ -173,3 +173,27 @@ def test_sparse_rows_round_trip():
     m = _matrix()
     batch = sparse_rows(m[:5])
     np.testing.assert_array_equal(batch.to_dense(50).numpy(), m[:5].toarray())
+
+
+class CountingAutoencoder(TinyAutoencoder):
+    """Reports its own per-epoch figure, as a GAN reports its discriminator's accuracy."""
+
+    def epoch_metrics(self, epoch):
+        return {"custom": float(epoch) * 10}
+
+
+def test_a_modules_epoch_metrics_land_in_the_history(tmp_path):
+    torch.manual_seed(0)
+    module = CountingAutoencoder(50)
+    trainer = Trainer(epochs=3, batch_size=32, lr=1e-2, seed=0, options={"progress": False})
+    result = trainer.fit(module, CSRRows(_matrix()), history_path=tmp_path / "history.jsonl")
+    assert [r["custom"] for r in result.history] == [0.0, 10.0, 20.0]
+    lines = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [r["custom"] for r in lines] == [0.0, 10.0, 20.0]
+
+
+def test_max_seconds_stops_before_an_epoch_that_would_overrun():
+    _, unlimited = _fit(epochs=6)
+    _, capped = _fit(epochs=6, max_seconds=1e-6)
+    assert len(unlimited.history) == 6
+    assert len(capped.history) == 1  # the first epoch always runs; the next would pass the budget
