@@ -45,7 +45,7 @@ from genrec.models.base import register
 from genrec.models.multvae import SparseLinear
 from genrec.models.torch_base import TorchRecommender
 from genrec.training.data import SparseRows, sparse_rows
-from genrec.training.trainer import StepContext, Trainer
+from genrec.training.trainer import StepContext
 
 PM_STREAM, ZR_STREAM = 1, 2
 
@@ -259,6 +259,8 @@ def one_hot_attributes(frame: pd.DataFrame, columns: list[str],
 class CFGAN(TorchRecommender):
     """CFGAN with both schemes (the paper's CFGAN_ZP), user-based; defaults are the authors' ML-100K values."""
 
+    _train_defaults = {"monitor": "ndcg@20"}
+
     def __init__(self, hidden_dims_g: tuple[int, ...] = (400,), hidden_dims_d: tuple[int, ...] = (125,),
                  s_pm: float = 0.7, s_zr: float = 0.7, alpha: float = 0.03, g_l2: float = 1e-3, d_l2: float = 0.0,
                  d_steps: int = 2, g_steps: int = 4, epochs: int = 250, batch_size: int = 32, lr: float = 1e-4,
@@ -339,10 +341,6 @@ class CFGAN(TorchRecommender):
         return CFGANNetwork(self.n_items_, len(self.feature_names_), tuple(self.hidden_dims_g),
                             tuple(self.hidden_dims_d), self.s_pm, self.s_zr, self.alpha, self.g_l2, self.d_l2,
                             self.d_steps, self.g_steps, self.seed)
-
-    def _trainer(self) -> Trainer:
-        options = {"monitor": "ndcg@20", **(self.train_options or {})}
-        return Trainer(self.epochs, self.batch_size, self.lr, seed=self.seed, options=options)
 
     def _training_data(self, train: Interactions) -> UserRows:
         return UserRows(train.csr(binary=True), self.user_feature_rows(train.histories()))

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genrec.data.interactions import Histories, Interactions
+from genrec.data.interactions import Interactions
 from genrec.models.base import register
 from genrec.models.torch_base import TorchRecommender
-from genrec.training.data import CSRRows, SparseRows, sparse_rows
-from genrec.training.trainer import StepContext, Trainer, linear_anneal
+from genrec.training.data import SparseRows
+from genrec.training.trainer import StepContext, linear_anneal
 
 
 # layers and likelihood (RecVAE builds on these too) ----------------------------------------------------------
@@ -163,6 +163,7 @@ class _MultAutoencoder(TorchRecommender):
     """What Mult-VAE and Mult-DAE share: binary inputs, the Trainer, model selection on NDCG@100."""
 
     _variational = True
+    _train_defaults = {"monitor": "ndcg@100", "fused": True}  # Liang et al. select models on NDCG@100
 
     def fit(self, train: Interactions, validation=None) -> _MultAutoencoder:
         """Train on `train`'s clicks (values are binarised); with `validation`, keep the epoch with the best
@@ -178,16 +179,6 @@ class _MultAutoencoder(TorchRecommender):
         return MultVAENetwork(self.n_items_, tuple(self.hidden_dims), self.dropout, self._variational,
                               getattr(self, "anneal_cap", 0.0), getattr(self, "total_anneal_steps", 0),
                               self.weight_decay, self.batch_size)
-
-    def _trainer(self) -> Trainer:
-        options = {"monitor": "ndcg@100", "fused": True, **(self.train_options or {})}
-        return Trainer(self.epochs, self.batch_size, self.lr, seed=self.seed, options=options)
-
-    def _training_data(self, train: Interactions) -> CSRRows:
-        return CSRRows(train.csr(binary=True))
-
-    def _score_input(self, histories: Histories) -> SparseRows:
-        return sparse_rows(histories.binary())
 
 
 @register("multvae")

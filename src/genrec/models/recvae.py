@@ -24,12 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genrec.data.interactions import Histories, Interactions
+from genrec.data.interactions import Interactions
 from genrec.models.base import register
 from genrec.models.multvae import SparseLinear, multinomial_nll, normalized_input
 from genrec.models.torch_base import TorchRecommender
-from genrec.training.data import CSRRows, SparseRows, sparse_rows
-from genrec.training.trainer import StepContext, Trainer
+from genrec.training.data import SparseRows
+from genrec.training.trainer import StepContext
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -141,6 +141,8 @@ class RecVAENetwork(nn.Module):
 
 @register("recvae")
 class RecVAE(TorchRecommender):
+    _train_defaults = {"monitor": "ndcg@100", "fused": True}  # as Liang et al., models are selected on NDCG@100
+
     def __init__(self, hidden_dim: int = 600, latent_dim: int = 200, dropout: float = 0.5, gamma: float = 0.005,
                  beta: float | None = None, mixture_weights: tuple[float, float, float] = (3 / 20, 3 / 4, 1 / 10),
                  n_enc_epochs: int = 3, n_dec_epochs: int = 1, epochs: int = 50, batch_size: int = 500,
@@ -176,12 +178,3 @@ class RecVAE(TorchRecommender):
         return RecVAENetwork(self.n_items_, self.hidden_dim, self.latent_dim, self.dropout, self.gamma, self.beta,
                              tuple(self.mixture_weights), self.n_enc_epochs, self.n_dec_epochs)
 
-    def _trainer(self) -> Trainer:
-        options = {"monitor": "ndcg@100", "fused": True, **(self.train_options or {})}
-        return Trainer(self.epochs, self.batch_size, self.lr, seed=self.seed, options=options)
-
-    def _training_data(self, train: Interactions) -> CSRRows:
-        return CSRRows(train.csr(binary=True))
-
-    def _score_input(self, histories: Histories) -> SparseRows:
-        return sparse_rows(histories.binary())

@@ -21,6 +21,7 @@ class SequenceRecommender(TorchRecommender):
     validation on NDCG@10 by default, scoring from the last `max_len` items, and `generate`."""
 
     needs_order = True
+    _train_defaults = {"monitor": "ndcg@10"}
     _pad_side = "left"
 
     def fit(self, train: Interactions, validation=None) -> SequenceRecommender:
@@ -39,12 +40,6 @@ class SequenceRecommender(TorchRecommender):
             raise ValueError(f"max_len must be at least 2, got {self.max_len!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-
-    def _trainer(self):
-        from genrec.training.trainer import Trainer
-
-        options = {"monitor": "ndcg@10", **(self.train_options or {})}
-        return Trainer(self.epochs, self.batch_size, self.lr, seed=self.seed, options=options)
 
     def _sampling_counts(self) -> torch.Tensor:
         """(n_items,) training events per item (ones after loading: only training samples negatives)."""

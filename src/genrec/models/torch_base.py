@@ -4,8 +4,10 @@ of users without gradients, and turning its weights into safetensors arrays.
 A subclass implements:
 - `_build_module(self) -> nn.Module`: the network, from hyperparameters and learned sizes (`self.n_items_`);
   the module implements `training_step(batch, ctx)` and `score(batch) -> (B, n_items)`;
-- `_training_data(self, train) -> dataset` with `__len__` and `batch(indices)`;
-- `_score_input(self, histories) -> batch`: what `module.score` takes for a batch of users (default: SparseRows).
+- `_training_data(self, train) -> dataset` with `__len__` and `batch(indices)` (default: the binary CSR rows);
+- `_score_input(self, histories) -> batch`: what `module.score` takes for a batch of users (default: the binary
+  histories as SparseRows);
+- `_train_defaults`: the Trainer options it starts from (e.g. its validation metric); `train_options` override them.
 It calls `self._train(train, validation)` from `fit`.
 """
 
@@ -26,20 +28,23 @@ from genrec.training.trainer import Trainer, _to_device, resolve_device
 class TorchRecommender(Recommender):
     #: learned sizes and settings saved in model.json next to the weights (names of attributes)
     _meta_attributes: tuple[str, ...] = ()
+    #: Trainer options this model starts from; the user's `train_options` override them
+    _train_defaults: dict[str, Any] = {}
 
     # subclass hooks -------------------------------------------------------------------------------------------
     def _build_module(self) -> torch.nn.Module:
         raise NotImplementedError
 
     def _training_data(self, train: Interactions):
-        return CSRRows(train.csr())
+        return CSRRows(train.csr(binary=True))
 
     def _score_input(self, histories: Histories):
-        return sparse_rows(histories.matrix)
+        return sparse_rows(histories.binary())
 
     # training ---------------------------------------------------------------------------------------------
     def _trainer(self) -> Trainer:
-        return Trainer(self.epochs, self.batch_size, self.lr, seed=self.seed, options=self.train_options)
+        options = {**self._train_defaults, **(self.train_options or {})}
+        return Trainer(self.epochs, self.batch_size, self.lr, seed=self.seed, options=options)
 
     def _train(self, train: Interactions, validation=None, history_path: str | Path | None = None) -> None:
         """Build the module and fit it; validation (a Holdout) drives early stopping on the monitor metric."""

@@ -212,8 +212,7 @@ class Trainer:
             self._log(record, history_path, improved, best_state, module, optimizers, result)
             if self.options.patience is not None and bad_epochs > self.options.patience:
                 break
-            if self.options.max_seconds is not None and \
-                    time.perf_counter() - start_all + record["seconds"] > self.options.max_seconds:
+            if self._out_of_time(start_all, record["seconds"]):
                 break
         if best_state is not None:
             module.load_state_dict(best_state)
@@ -278,6 +277,14 @@ class Trainer:
             module.forward = module.training_step  # DDP calls forward; route it to the training step
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
+
+    def _out_of_time(self, start: float, last_epoch_seconds: float) -> bool:
+        """Whether another epoch as long as the last would pass `max_seconds`; under DDP all ranks stop together
+        when any of them would (each has its own clock)."""
+        if self.options.max_seconds is None:
+            return False
+        over = time.perf_counter() - start + last_epoch_seconds > self.options.max_seconds
+        return self._all_reduce_metrics({"over": float(over)})["over"] > 0
 
     def _all_reduce_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         """Validation runs on each rank's share of users; the mean over ranks is what every rank sees.
