@@ -42,7 +42,7 @@ STORE = re.compile(r"<!-- gowalla-runs\n(.*?)\n-->", re.S)
 GRIDS: dict[str, list[dict]] = {
     "popularity": [{}],
     "itemknn": [{"k": k, "shrink": s} for k, s in ((50, 10.0), (200, 10.0), (200, 50.0), (500, 100.0), (500, 300.0))],
-    "ease": [{"l2": l2} for l2 in (100.0, 200.0, 500.0)],
+    "ease": [{"l2": l2} for l2 in (200.0, 500.0)],
     "ials": [{"factors": f, "regularization": r, "alpha": a, "iterations": 15, "num_threads": 2}
              for f, r, a in ((128, 0.01, 40.0), (128, 1.0, 10.0), (256, 1.0, 10.0))],
     "bpr": [{"factors": f, "learning_rate": lr, "iterations": 100} for f, lr in ((128, 0.01), (128, 0.05))],
