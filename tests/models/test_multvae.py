@@ -3,13 +3,9 @@ beta schedule, fold-in, and a training run killed mid-epoch that resumes to the 
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +20,7 @@ from genrec.training.data import sparse_rows
 from genrec.training.trainer import StepContext
 from tests.conftest import block_interactions
 from tests.models.contract import RecommenderContract
+from tests.training.kill_resume import assert_same_weights, kill_then_resume
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = {"progress": False, "monitor": "ndcg@10"}
@@ -196,24 +193,4 @@ def test_kill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path):
         save_file({{k: v.contiguous() for k, v in model.module_.state_dict().items()}}, sys.argv[3])
     """))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *sys.path]), "OMP_NUM_THREADS": "1"}
-    ckpt = tmp_path / "ckpt"
-    proc = subprocess.Popen([sys.executable, str(script), "slow", str(ckpt), str(tmp_path / "never.st")], env=env)
-    deadline = time.time() + 90
-    while time.time() < deadline:  # wait until epoch index 1 is checkpointed, then kill inside epoch 2
-        state = ckpt / "latest" / "state.json"
-        if state.exists() and json.loads(state.read_text())["epoch"] >= 1:
-            time.sleep(0.15)
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert json.loads((ckpt / "latest" / "state.json").read_text())["epoch"] < 3, "killed too late to test"
-    subprocess.run([sys.executable, str(script), "fast", str(ckpt), str(tmp_path / "resumed.st")], env=env, check=True)
-    subprocess.run([sys.executable, str(script), "fast", str(tmp_path / "fresh"), str(tmp_path / "full.st")],
-                   env=env, check=True)
-    from safetensors.torch import load_file
-
-    resumed, full = load_file(str(tmp_path / "resumed.st")), load_file(str(tmp_path / "full.st"))
-    assert resumed.keys() == full.keys()
-    for k, v in full.items():
-        assert torch.equal(resumed[k], v), k
+    assert_same_weights(*kill_then_resume(script, tmp_path, env, wait_s=90))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import textwrap
 
@@ -17,6 +15,7 @@ import torch
 
 from genrec.training.data import CSRRows, sparse_rows
 from genrec.training.trainer import Trainer, linear_anneal
+from tests.training.kill_resume import assert_same_weights, kill_then_resume
 
 
 class TinyAutoencoder(torch.nn.Module):
@@ -139,28 +138,7 @@ def test_kill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path):
         save_file({{k: v.contiguous() for k, v in module.state_dict().items()}}, sys.argv[3])
     """))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    ckpt = tmp_path / "ckpt"
-    proc = subprocess.Popen([sys.executable, str(script), "slow", str(ckpt), str(tmp_path / "never.st")], env=env)
-    import time
-
-    deadline = time.time() + 60
-    while time.time() < deadline:  # wait until epoch index 1 is checkpointed, then kill inside epoch 2
-        state = ckpt / "latest" / "state.json"
-        if state.exists() and json.loads(state.read_text())["epoch"] >= 1:
-            time.sleep(0.1)
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert json.loads((ckpt / "latest" / "state.json").read_text())["epoch"] < 3, "killed too late to test"
-    subprocess.run([sys.executable, str(script), "fast", str(ckpt), str(tmp_path / "resumed.st")], env=env, check=True)
-    subprocess.run([sys.executable, str(script), "fast", str(tmp_path / "fresh"), str(tmp_path / "full.st")],
-                   env=env, check=True)
-    from safetensors.torch import load_file
-
-    resumed, full = load_file(str(tmp_path / "resumed.st")), load_file(str(tmp_path / "full.st"))
-    for k, v in full.items():
-        assert torch.equal(resumed[k], v), k
+    assert_same_weights(*kill_then_resume(script, tmp_path, env))
 
 
 def test_linear_anneal_reaches_cap():
