@@ -48,8 +48,14 @@ class TorchRecommender(Recommender):
 
     def _train(self, train: Interactions, validation=None, history_path: str | Path | None = None) -> None:
         """Build the module and fit it; validation (a Holdout) drives early stopping on the monitor metric."""
+        self.fit_dataset(self._training_data(train), train.n_items, validation, train, history_path)
+
+    def fit_dataset(self, data, n_items: int, validation=None, train: Interactions | None = None,
+                    history_path: str | Path | None = None) -> TorchRecommender:
+        """Build the module for `n_items` items and train it on a dataset with `__len__` and `batch(indices)`
+        (in-memory rows, or user shards streamed from disk); validation (a Holdout) drives model selection."""
         torch.manual_seed(self.seed)
-        self.n_items_ = train.n_items
+        self.n_items_ = n_items
         self.module_ = self._build_module()
         trainer = self._trainer()
         validate = None
@@ -57,10 +63,11 @@ class TorchRecommender(Recommender):
             validate = self._validator(validation, train, trainer.options.monitor)
         if history_path is None and trainer.options.checkpoint_dir:
             history_path = Path(trainer.options.checkpoint_dir) / "history.jsonl"
-        result = trainer.fit(self.module_, self._training_data(train), validate, history_path=history_path)
+        result = trainer.fit(self.module_, data, validate, history_path=history_path)
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         self.module_.to("cpu").eval()
+        return self
 
     def _validator(self, validation, train: Interactions, monitor: str):
         from genrec.evaluation.evaluate import evaluate

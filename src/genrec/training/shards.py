@@ -108,16 +108,4 @@ class UserShards:
 def fit_streaming(model, shards: UserShards, validation=None, history_path: str | Path | None = None):
     """Train a torch bag-of-items recommender (Mult-VAE, Mult-DAE, RecVAE) on streamed shards instead of an
     in-memory `Interactions`; validation (a Holdout) drives model selection as in `fit`. Returns the model."""
-    import torch
-
-    torch.manual_seed(model.seed)
-    model.n_items_ = shards.n_items
-    model.module_ = model._build_module()
-    trainer = model._trainer()
-    validate = None
-    if validation is not None and len(validation):
-        validate = model._validator(validation, None, trainer.options.monitor)
-    result = trainer.fit(model.module_, shards, validate, history_path=history_path)
-    model.history_, model.best_epoch_ = result.history, result.best_epoch
-    model.module_.to("cpu").eval()
-    return model
+    return model.fit_dataset(shards, shards.n_items, validation, history_path=history_path)
