@@ -23,7 +23,6 @@ Run (heavy: hold the shared lock):
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import platform
 import sys
@@ -54,12 +53,7 @@ def log(*args) -> None:
 
 
 def available(name: str):
-    """The registered model class `name` (importing its module if the package does not yet), or None."""
-    for module in ("genrec.models", f"genrec.models.{name}"):
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            pass
+    """The registered model class `name` (every built-in model is registered by importing genrec.models)."""
     return MODELS.get(name)
 
 

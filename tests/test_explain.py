@@ -1,4 +1,3 @@
-import importlib
 
 import numpy as np
 import pytest
@@ -18,22 +17,12 @@ from genrec.explain import (
     resolve_method,
     without_items,
 )
-from genrec.models import MODELS
+from genrec.models import EASE, MultVAE, SASRec
 from genrec.models.base import Recommender, load_bundle
 from genrec.models.lda import LDA
 from genrec.models.torch_base import TorchRecommender
 from genrec.training.data import sparse_rows
 from tests.conftest import block_interactions
-
-
-def registered(name: str):
-    """The registered class `name`, importing its module if the package does not yet; None if absent."""
-    for module in ("genrec.models", f"genrec.models.{name}"):
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            pass
-    return MODELS.get(name)
 
 
 class CosineKNN(Recommender):
@@ -100,15 +89,10 @@ def split():
 
 
 def bag_models():
-    models = [pytest.param(lambda: CosineKNN(), id="itemknn-like")]
-    ease = registered("ease")
-    models.append(pytest.param(lambda: ease(l2=50.0), id="ease", marks=pytest.mark.skipif(ease is None,
-                                                                                        reason="no EASE")))
-    vae = registered("multvae")
-    models.append(pytest.param(
-        lambda: vae(hidden_dims=(64, 16), epochs=30, batch_size=50, total_anneal_steps=200, seed=0),
-        id="multvae", marks=pytest.mark.skipif(vae is None, reason="no Mult-VAE")))
-    return models
+    return [pytest.param(lambda: CosineKNN(), id="itemknn-like"),
+            pytest.param(lambda: EASE(l2=50.0), id="ease"),
+            pytest.param(lambda: MultVAE(hidden_dims=(64, 16), epochs=30, batch_size=50, total_anneal_steps=200,
+                                         seed=0), id="multvae")]
 
 
 @pytest.mark.parametrize("make", bag_models())
@@ -121,11 +105,8 @@ def test_removing_the_top_3_explaining_items_lowers_the_score_more_than_3_random
 
 @pytest.fixture(scope="module")
 def sasrec(split):
-    cls = registered("sasrec")
-    if cls is None:
-        pytest.skip("no SASRec")
-    return cls(dim=16, max_len=20, dropout=0.2, epochs=15, batch_size=32, lr=1e-2, seed=0,
-               train_options={"progress": False}).fit(split.train)
+    return SASRec(dim=16, max_len=20, dropout=0.2, epochs=15, batch_size=32, lr=1e-2, seed=0,
+                  train_options={"progress": False}).fit(split.train)
 
 
 def test_sasrec_explanations_pass_the_same_deletion_check(sasrec, split):
