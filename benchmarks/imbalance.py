@@ -8,8 +8,10 @@ Parts (`--parts`, each rewrites only its own section of the results file):
   explanations (`genrec.explain.deletion_check`) for Mult-VAE, EASE, ItemKNN, LDA and SASRec: removing the top-3
   explaining items must lower the top recommendation's score more than removing 3 random history items.
 - gowalla: LDA beside popularity, ItemKNN and iALS on Gowalla (the LightGCN train/test files). Validation is a
-  holdout carved from train (10% of each user's training events); then popularity debiasing by re-ranking
-  (`genrec.evaluation.debias`): λ and the normalisation chosen on that validation holdout, reported on test.
+  holdout carved from train (10% of each user's training events).
+- debias: popularity debiasing by re-ranking (`genrec.evaluation.debias`) on Gowalla for iALS and ItemKNN
+  (`--debias-bases`; LDA too if asked): λ chosen on the validation holdout by the rule stated at LAMS below,
+  then the test trade-off. Runs on its own (fits its bases; no LDA unless asked).
 - ease: EASE on Gowalla from a bundle fitted on the whole train file by another run (`--ease-bundle`): its test
   row, imbalance view and test trade-off curve (no λ chosen: the bundle has seen the validation events).
 
@@ -17,7 +19,7 @@ Run (heavy: hold the shared lock):
 
     flock /tmp/genrec-heavy.lock env OMP_NUM_THREADS=2 .venv/bin/python benchmarks/imbalance.py --parts ml100k
 
-`--quick` runs small grids (a smoke test, not for the results file).
+`--quick` runs small grids, and the debias part on ML-100K (a smoke test: pass `--out` elsewhere).
 """
 
 from __future__ import annotations
@@ -258,57 +260,113 @@ def _sasrec(split, notes: list[str], epochs: int):
 
 
 # 3. debiasing ----------------------------------------------------------------------------------------------
-LAMS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5)
-VAL_NDCG_BUDGET = 0.04  # choose within 4% validation loss, leaving a margin under the 5% target on test
-DEBIAS_INTRO = ("### Popularity debiasing on Gowalla (re-ranking: norm(score) - λ log(1 + n_i))\n",
-                "Long tail = items outside the top 20% by training popularity; tail coverage = the share of them "
-                f"in at least one test user's top-{K}. Target: tail coverage +30% relative for at most 5% relative "
-                f"NDCG@{K} loss. λ and the normalisation are chosen on the validation holdout carved from train "
-                "(the most tail coverage at <= 4% validation NDCG loss: a margin, fixed before any Gowalla run, under "
-                "the 5% allowed on test), with the model fitted on the other 90%; "
-                "the test rows use the test models of the table above.\n")
+# Fixed before this part's first Gowalla run (session 3). Session 2 chose the most validation tail coverage
+# within 4% validation NDCG loss on a coarse grid (0.05 ... 1.5); validation then under-predicted the test loss
+# by 1.5-7 points (iALS chose 1.5: -1.5% on validation, -8.5% on test). NDCG loss is measured against held-out
+# targets and moves between holdouts; tail coverage depends only on the lists, so it transfers. Hence: the
+# SMALLEST λ that reaches the tail target on validation with a margin (the least penalty, so the least accuracy
+# risk), on a fine, roughly geometric grid, within a tighter validation NDCG budget.
+LAMS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5)
+TAIL_TARGET, NDCG_LOSS_TARGET = 0.30, 0.05  # the acceptance point, judged on test
+VAL_TAIL_GAIN = 1.5 * TAIL_TARGET  # asked of validation: +45%, margin for the refit and the larger test user set
+VAL_NDCG_BUDGET = 0.02  # at most 2% validation NDCG loss
+DEBIAS_BASES = ("ials", "itemknn")
+DEBIAS_INTRO = (
+    "### Popularity debiasing on Gowalla (re-ranking: norm(score) - λ log(1 + n_i))\n",
+    "Long tail = items outside the top 20% by training popularity; tail coverage = the share of them in at least "
+    f"one evaluated user's top-{K}. Target: tail coverage +{TAIL_TARGET:.0%} relative for at most "
+    f"{NDCG_LOSS_TARGET:.0%} relative NDCG@{K} loss, on test.\n",
+    "**Choice rule (fixed before this part ran; validation only).** Validation = 10% of each user's training "
+    "events carved from train.txt (seed 0), the base model fitted on the other 90%. Per base model, over "
+    f"λ in {{{', '.join(map(str, LAMS))}}} with z-score normalisation: the *smallest* λ whose validation tail "
+    f"coverage gain is >= +{VAL_TAIL_GAIN:.0%} (1.5x the target) while the validation NDCG@{K} loss is <= "
+    f"{VAL_NDCG_BUDGET:.0%}; if no λ reaches that gain within the budget, the λ with the most validation tail "
+    "coverage within it (such a choice is not expected to meet the target). Why: the session-2 rule (most tail "
+    "within 4% validation loss, grid 0.05 ... 1.5) picked λ where validation under-predicted the test NDCG loss "
+    "by 1.5-7 points; NDCG is measured against held-out targets, which differ between holdouts, while tail "
+    "coverage depends only on the recommendation lists and moved by about 10% relative or less from validation "
+    "to test there. So the rule asks validation for a tail margin and then takes the least penalty, instead of "
+    "spending an NDCG budget validation cannot measure reliably. The test model is refitted on the whole train file "
+    "with the same hyperparameters; its λ = 0 row is the reference of the test Δ columns.\n")
 
 
-def debias_part(gowalla: dict, quick: bool) -> list[str]:
-    split, inner, models = gowalla["split"], gowalla["inner"], gowalla["models"]
-    lams = [0.0, *(LAMS[:3] if quick else LAMS)]
+def debias_data(quick: bool):
+    """(split, inner split): Gowalla, or for --quick an ML-100K random holdout of the same shape (smoke test)."""
+    if not quick:
+        _, _, split, inner = load_gowalla()
+        return split, inner
+    data = load_movielens(DATA / "movielens-100k", min_rating=4)
+    split = split_random_holdout(data, test_fraction=0.2, validation_fraction=0.0, seed=0)
+    inner = split_random_holdout(split.train, test_fraction=0.1, validation_fraction=0.0, seed=0)
+    return split, inner
+
+
+def debias_part(quick: bool, bases: tuple[str, ...] = DEBIAS_BASES) -> list[str]:
+    split, inner = debias_data(quick)
+    log(f"debias: {split}; validation {inner}")
+    lams = [0.0, *(LAMS[::3] if quick else LAMS)]
+    config = grids(quick, "gowalla")
     summary, sections = [], []
-    for name in [n for n in ("itemknn", "ials", "lda") if n in models]:
-        model, inner_model, _, _ = models[name]
+    for name in bases:
+        params = config[name][0]
+        start = time.perf_counter()
+        inner_model = available(name)(**params).fit(inner.train)
+        model = available(name)(**params).fit(split.train) if name in CHEAP_TO_REFIT else inner_model
+        log(f"debias {name}: fitted ({time.perf_counter() - start:.0f} s); validation curve")
         normalizations = ("zscore", "log") if name == "lda" else ("zscore",)
-        log(f"debias {name}: validation trade-off ({', '.join(normalizations)})")
-        val = reranked_results(inner_model, inner.test, inner.train, [(n, lam) for n in normalizations for lam in lams],
-                               ks=(K,))
-        choices = []
-        for normalize in normalizations:
-            frame = tradeoff_frame({lam: val[(normalize, lam)] for lam in lams}, K)
-            lam = choose_lambda(frame, max_ndcg_loss=VAL_NDCG_BUDGET)
-            gain = float(frame.loc[frame["lam"] == lam, "tail_coverage_change"].iloc[0])
-            choices.append((gain, normalize, lam, frame))
-        _, normalize, lam, val_frame = max(choices, key=lambda c: c[0])
-        log(f"debias {name}: chose {normalize}, λ = {lam}; test")
+        val = reranked_results(inner_model, inner.test, inner.train,
+                               [(n, lam) for n in normalizations for lam in lams], ks=(K,))
+        choices = [_choose(normalize, tradeoff_frame({lam: val[(normalize, lam)] for lam in lams}, K))
+                   for normalize in normalizations]
+        normalize, lam, reached, val_frame = max(choices, key=_preference)
+        log(f"debias {name}: chose {normalize}, λ = {lam} (target reached on validation: {reached}); test curve")
         test = reranked_results(model, split.test, split.train, [(normalize, x) for x in lams], ks=(K,))
         test_frame = tradeoff_frame({x: test[(normalize, x)] for x in lams}, K)
-        summary.append(_debias_row(name, normalize, lam, val_frame, test[(normalize, 0.0)], test[(normalize, lam)]))
-        sections += [f"#### {name} ({normalize} normalisation)\n", "Validation trade-off (used for the choice):\n",
-                     md_table(val_frame), "", "Test trade-off over the same grid (shown, not used to choose):\n",
-                     md_table(test_frame), "", bucket_section(f"{name}, λ = {lam}, test", test[(normalize, lam)])]
-        sections += [f"Validation, the other normalisation ({c[1]}), best λ = {c[2]}:\n\n{md_table(c[3])}\n"
-                     for c in choices if c[1] != normalize]
-    return [*DEBIAS_INTRO, "Chosen on validation, measured on test:\n", md_table(pd.DataFrame(summary)), "",
-            *sections]
+        summary.append(_debias_row(name, params, normalize, lam, reached, val_frame, test_frame))
+        meets = test_frame[(test_frame["ndcg_change"] >= -NDCG_LOSS_TARGET)
+                           & (test_frame["tail_coverage_change"] >= TAIL_TARGET)]["lam"]
+        sections += [f"#### {name} ({_short(params)}; {normalize} normalisation)\n",
+                     "Validation trade-off (the model fitted on 90% of train; used for the choice):\n",
+                     md_table(val_frame), "",
+                     "Test trade-off over the same grid (refitted model; shown, NOT used to choose):\n",
+                     md_table(test_frame), "",
+                     f"λ of the grid meeting the target on test (shown, not used): "
+                     f"{', '.join(map(str, meets)) or 'none'}.\n",
+                     bucket_section(f"{name}, λ = {lam}, test", test[(normalize, lam)])]
+        sections += [f"Validation, the other normalisation ({c[0]}), rule's λ = {c[1]}:\n\n{md_table(c[3])}\n"
+                     for c in choices if c[0] != normalize]
+        log(f"debias {name}: done ({time.perf_counter() - start:.0f} s)")
+    carved = (f"{len(inner.train):,} training events left, {len(inner.test):,} validation users with "
+              f"{inner.test.targets.nnz:,} held-out events")
+    return [*DEBIAS_INTRO, f"Data: {split}; validation carved from train: {carved}.\n",
+            "Chosen on validation, measured on test:\n", md_table(pd.DataFrame(summary)), "", *sections]
 
 
-def _debias_row(name, normalize, lam, val_frame, base, debiased) -> dict:
+def _choose(normalize: str, frame: pd.DataFrame) -> tuple[str, float, bool, pd.DataFrame]:
+    lam = choose_lambda(frame, max_ndcg_loss=VAL_NDCG_BUDGET, min_tail_gain=VAL_TAIL_GAIN)
+    reached = bool(frame.loc[frame["lam"] == lam, "tail_coverage_change"].iloc[0] >= VAL_TAIL_GAIN)
+    return normalize, lam, reached, frame
+
+
+def _preference(choice) -> tuple:
+    """Between normalisations: one whose λ reached the validation tail gain first (then the smaller validation
+    NDCG loss), else the larger validation tail gain."""
+    _, lam, reached, frame = choice
+    row = frame.loc[frame["lam"] == lam].iloc[0]
+    return (reached, row["ndcg_change"] if reached else row["tail_coverage_change"])
+
+
+def _debias_row(name, params, normalize, lam, reached, val_frame, test_frame) -> dict:
+    val, test, base = (val_frame.loc[val_frame["lam"] == lam].iloc[0], test_frame.loc[test_frame["lam"] == lam].iloc[0],
+                       test_frame.iloc[0])
     tail, ndcg = f"tail_coverage@{K}", f"ndcg@{K}"
-    ndcg_change = debiased[ndcg] / base[ndcg] - 1
-    tail_change = debiased[tail] / base[tail] - 1
-    return {"model": name, "normalisation": normalize, "λ": lam,
-            "val tail Δ": float(val_frame.loc[val_frame["lam"] == lam, "tail_coverage_change"].iloc[0]),
-            "val NDCG Δ": float(val_frame.loc[val_frame["lam"] == lam, "ndcg_change"].iloc[0]),
-            f"test {ndcg} (λ=0)": base[ndcg], f"test {ndcg}": debiased[ndcg], "test NDCG Δ": ndcg_change,
-            "test tail (λ=0)": base[tail], "test tail": debiased[tail], "test tail Δ": tail_change,
-            "meets target": bool(ndcg_change >= -0.05 and tail_change >= 0.3)}
+    return {"model": name, "params": _short(params), "normalisation": normalize, "λ": lam,
+            f"val tail >= +{VAL_TAIL_GAIN:.0%}": reached, "val tail Δ": val["tail_coverage_change"],
+            "val NDCG Δ": val["ndcg_change"], f"test {ndcg} (λ=0)": base[ndcg], f"test {ndcg}": test[ndcg],
+            "test NDCG Δ": test["ndcg_change"], "test tail (λ=0)": base[tail], "test tail": test[tail],
+            "test tail Δ": test["tail_coverage_change"],
+            "meets target": bool(test["ndcg_change"] >= -NDCG_LOSS_TARGET
+                                 and test["tail_coverage_change"] >= TAIL_TARGET)}
 
 
 # 4. EASE on Gowalla from a bundle ----------------------------------------------------------------------------
@@ -352,7 +410,7 @@ def machine() -> str:
             f"torch {torch.__version__}")
 
 
-PARTS = ("ml100k", "gowalla", "ease")
+PARTS = ("ml100k", "gowalla", "debias", "ease")
 
 
 def write_parts(out: Path, header: list[str], sections: dict[str, list[str]]) -> None:
@@ -373,9 +431,12 @@ def write_parts(out: Path, header: list[str], sections: dict[str, list[str]]) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=["ml100k", "gowalla"],
-                        help="ml100k: LDA and baselines + faithfulness; gowalla: LDA and baselines + debiasing; "
-                             "ease: EASE on Gowalla from --ease-bundle")
-    parser.add_argument("--quick", action="store_true", help="small grids: a smoke test")
+                        help="ml100k: LDA and baselines + faithfulness; gowalla: LDA and baselines; debias: "
+                             "popularity debiasing on Gowalla; ease: EASE on Gowalla from --ease-bundle")
+    parser.add_argument("--quick", action="store_true",
+                        help="small grids (debias: ML-100K instead of Gowalla): a smoke test")
+    parser.add_argument("--debias-bases", nargs="+", default=list(DEBIAS_BASES),
+                        choices=["ials", "itemknn", "lda"], help="base models of the debias part")
     parser.add_argument("--ease-bundle", type=Path, default=Path("/tmp/genrec-artifacts/gowalla-ease/model"))
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "imbalance.md")
     args = parser.parse_args()
@@ -386,8 +447,9 @@ def main() -> None:
             ml_lines, ml_split, ml_models = movielens_part(args.quick)
             lines = ml_lines + ["### Explanations\n"] + faithfulness_part(ml_split, ml_models, args.quick)
         elif part == "gowalla":
-            gw_lines, gowalla = gowalla_part(args.quick)
-            lines = gw_lines + debias_part(gowalla, args.quick)
+            lines, _ = gowalla_part(args.quick)
+        elif part == "debias":
+            lines = debias_part(args.quick, tuple(args.debias_bases))
         elif (args.ease_bundle / "model.json").exists():
             lines = ease_part(args.ease_bundle, args.quick)
         else:

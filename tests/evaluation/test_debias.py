@@ -109,6 +109,18 @@ def test_choose_lambda_takes_the_most_tail_within_the_accuracy_budget():
     assert choose_lambda(frame, max_ndcg_loss=0.005) == 0.0
 
 
+def test_choose_lambda_with_a_tail_target_takes_the_least_penalty_that_reaches_it():
+    frame = pd.DataFrame({"lam": [0.0, 0.05, 0.1, 0.2, 0.4, 0.8],
+                          "ndcg_change": [0.0, 0.001, -0.002, -0.005, -0.015, -0.03],
+                          "tail_coverage_change": [0.0, 0.2, 0.5, 0.6, 1.4, 3.0]})
+    assert choose_lambda(frame, max_ndcg_loss=0.02) == 0.4  # most tail within the budget
+    assert choose_lambda(frame, max_ndcg_loss=0.02, min_tail_gain=0.45) == 0.1  # the smallest λ reaching +45%
+    assert choose_lambda(frame, max_ndcg_loss=0.02, min_tail_gain=0.5) == 0.1  # reaching includes equality
+    # the target beyond what the budget allows: fall back to the most tail within the budget, never past it
+    assert choose_lambda(frame, max_ndcg_loss=0.02, min_tail_gain=2.0) == 0.4
+    assert choose_lambda(frame, max_ndcg_loss=0.001, min_tail_gain=0.45) == 0.05
+
+
 class CountingScorer:
     """Wraps a fitted model and counts the users it scores."""
 

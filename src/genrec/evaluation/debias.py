@@ -169,10 +169,16 @@ def tradeoff_frame(results: dict[float, Results], k: int = 20) -> pd.DataFrame:
     return frame
 
 
-def choose_lambda(frame: pd.DataFrame, max_ndcg_loss: float = 0.05) -> float:
-    """The λ of a `tradeoff` frame with the highest long-tail coverage among those losing at most
-    `max_ndcg_loss` (relative) NDCG; 0 when none does."""
+def choose_lambda(frame: pd.DataFrame, max_ndcg_loss: float = 0.05, min_tail_gain: float | None = None) -> float:
+    """The λ of a `tradeoff` frame chosen among those losing at most `max_ndcg_loss` (relative) NDCG; 0 when none
+    does. Without `min_tail_gain`: the one with the highest long-tail coverage. With it: the smallest λ whose
+    relative tail-coverage gain reaches `min_tail_gain` (the least penalty, hence the least accuracy risk, that
+    meets a coverage target), falling back to the highest coverage when no λ within the budget reaches it."""
     ok = frame[frame["ndcg_change"] >= -max_ndcg_loss]
     if ok.empty:
         return 0.0
+    if min_tail_gain is not None:
+        reached = ok[ok["tail_coverage_change"] >= min_tail_gain]
+        if not reached.empty:
+            return float(reached["lam"].min())
     return float(ok.sort_values(["tail_coverage_change", "lam"], ascending=[False, True]).iloc[0]["lam"])
