@@ -78,12 +78,14 @@ def request_bodies(n: int, k: int, seed: int = 0) -> list[bytes]:
 
 
 def start_server(bundle: Path, port: int, torch_threads: int, max_wait_ms: float, store: Path,
-                 scoring: str, quantize: str = "none") -> subprocess.Popen:
+                 scoring: str, weights: str = "none", rerank: str = "64:128") -> subprocess.Popen:
+    """weights: none (float32), int8, or rerank (float32, two-stage with `rerank` = RANK:CANDIDATES)."""
     env = {**os.environ, "GENREC_MODEL_DIR": str(bundle), "GENREC_STORE": str(store),
            "GENREC_IMPORTS": "genrec.models.multvae", "GENREC_TORCH_THREADS": str(torch_threads),
            "GENREC_MAX_WAIT_MS": str(max_wait_ms), "OMP_NUM_THREADS": str(torch_threads),
            "GENREC_SCORING_PROCESS": "1" if scoring == "process" else "0",
-           "GENREC_QUANTIZE": "" if quantize == "none" else quantize}
+           "GENREC_QUANTIZE": "int8" if weights == "int8" else "",
+           "GENREC_RERANK": rerank if weights == "rerank" else ""}
     cmd = [sys.executable, "-m", "uvicorn", "--factory", "genrec.serving.app:app_from_env", "--host", "127.0.0.1",
            "--port", str(port), "--no-access-log", "--log-level", "warning"]
     return subprocess.Popen(cmd, cwd=REPO, env=env)
@@ -255,16 +257,26 @@ def run_mode(base: str, bodies: list[bytes], args, rate: float | None, server_pi
     return result
 
 
-def scoring_floor(bundle: Path, torch_threads: int, quantize: str, sizes=(1, 8, 32, 64),
-                  repeats: int = 10) -> dict[int, float]:
+def make_scorer(bundle: Path, weights: str, rerank: str = "64:128"):
+    """What the server scores with, in-process: a ServedModel (float32 or int8) or a TwoStageScorer."""
+    from genrec.serving.rerank import TwoStageScorer, parse_rerank
+    from genrec.serving.served import ServedModel
+
+    if weights == "rerank":
+        return TwoStageScorer(ServedModel.load(bundle), *parse_rerank(rerank))
+    return ServedModel.load(bundle, quantize=None if weights == "none" else weights)
+
+
+def scoring_floor(bundle: Path, torch_threads: int, weights: str, rerank: str = "64:128", sizes=(1, 8, 32, 64),
+                  repeats: int = 10, served=None) -> dict[int, float]:
     """Milliseconds per `score_rows` call (model.score + exclusion + top-20) by batch size, in-process: the
     floor under any request's latency, whatever the HTTP layer does."""
     import torch
 
-    from genrec.serving.served import ScoringRow, ServedModel
+    from genrec.serving.served import ScoringRow
 
     torch.set_num_threads(torch_threads)
-    served = ServedModel.load(bundle, quantize=quantize)
+    served = served or make_scorer(bundle, weights, rerank)
     rng = np.random.default_rng(0)
     rows = [ScoringRow(rng.choice(served.n_items, 7, replace=False).astype(np.int64), np.ones(7, np.float32), 20,
                        True) for _ in range(max(sizes))]
@@ -281,19 +293,106 @@ def scoring_floor(bundle: Path, torch_threads: int, quantize: str, sizes=(1, 8, 
 def bundle_description(bundle: Path) -> str:
     meta = json.loads((bundle / "model.json").read_text())
     params = meta.get("params", {})
-    return (f"{meta.get('model')} at {bundle} (hidden_dims {params.get('hidden_dims')}, trained for "
-            f"{params.get('epochs')} epoch(s) on {meta.get('data', {}).get('source', 'LightGCN Gowalla')})")
+    ran = len((meta.get("state") or {}).get("history") or [])
+    trained = f"configured for {params.get('epochs')} epoch(s)" + (f", ran {ran}" if ran else "")
+    return (f"{meta.get('model')} at {bundle} (hidden_dims {params.get('hidden_dims')}, {trained}, on "
+            f"{meta.get('data', {}).get('source', 'LightGCN Gowalla')})")
 
 
-def int8_agreement(bundle: Path, bodies: list[bytes], n: int = 256) -> float:
-    """Mean share of the float32 model's top-20 that the int8 copy also puts in its top-20 (request histories)."""
-    from genrec.serving.served import ScoringRow, ServedModel
+def _score_all(scorer, rows: list, batch: int = 64) -> list:
+    return [r for i in range(0, len(rows), batch) for r in scorer.score_rows(rows[i: i + batch])]
 
-    exact, small = ServedModel.load(bundle), ServedModel.load(bundle, quantize="int8")
-    histories = [exact.item_index([str(i) for i in json.loads(b)["history"]]) for b in bodies[:n]]
-    rows = [ScoringRow(h[h >= 0], np.ones(int((h >= 0).sum()), np.float32), 20, True) for h in histories]
-    pairs = zip(exact.score_rows(rows), small.score_rows(rows))
-    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / max(len(a), 1) for (a, _), (b, _) in pairs]))
+
+def request_rows(served, bodies: list[bytes]) -> list:
+    """The benchmark's requests (fold-in histories) as ScoringRows for top-20, seen items excluded."""
+    from genrec.serving.served import ScoringRow
+
+    histories = [served.item_index([str(i) for i in json.loads(b)["history"]]) for b in bodies]
+    return [ScoringRow(h[h >= 0], np.ones(int((h >= 0).sum()), np.float32), 20, True) for h in histories]
+
+
+def test_user_rows(served, n: int, seed: int = 0):
+    """n random Gowalla test users: (rows of their training histories for top-20, their test items as CSR)."""
+    import scipy.sparse as sp
+
+    from genrec.serving.served import ScoringRow
+
+    lines = [line.split() for line in (DATA / "test.txt").read_text().splitlines()]
+    lines = [ids for ids in lines if len(ids) > 1]
+    lines = [lines[i] for i in np.random.default_rng(seed).choice(len(lines), min(n, len(lines)), replace=False)]
+    users = served._user_keys.get_indexer([ids[0] for ids in lines])
+    rows, targets = [], []
+    for user, ids in zip(users, lines):
+        history = served.user_history(ids[0]) if user >= 0 else None
+        if history is None or not len(history[0]):
+            continue
+        rows.append(ScoringRow(history[0], np.ones(len(history[0]), np.float32), 20, True))
+        idx = served.item_index(ids[1:])
+        targets.append(idx[idx >= 0])
+    indptr = np.concatenate([[0], np.cumsum([len(t) for t in targets])])
+    matrix = sp.csr_matrix((np.ones(indptr[-1], np.float32), np.concatenate(targets), indptr),
+                           shape=(len(targets), served.n_items))
+    return rows, matrix
+
+
+def ndcg20(results: list, targets) -> float:
+    from genrec.evaluation.metrics import hit_matrix, n_relevant, ndcg_at_k
+
+    top = np.full((len(results), 20), -1, np.int64)
+    for i, (items, _) in enumerate(results):
+        top[i, : len(items)] = items[:20]
+    return float(ndcg_at_k(hit_matrix(top, targets), n_relevant(targets), 20).mean())
+
+
+def agreement(exact: list, other: list) -> tuple[float, float]:
+    """(mean share of the float32 top-20 items in the other top-20, share of identical top-20 lists)."""
+    overlap = [len(set(a.tolist()) & set(b.tolist())) / max(len(a), 1) for (a, _), (b, _) in zip(exact, other)]
+    same = [np.array_equal(a, b) for (a, _), (b, _) in zip(exact, other)]
+    return float(np.mean(overlap)), float(np.mean(same))
+
+
+def quality(bundle: Path, bodies: list[bytes], specs: list[str], torch_threads: int, n_requests: int = 1000,
+            n_users: int = 3000) -> list[dict]:
+    """For float32, int8 and two-stage scoring at each RANK:CANDIDATES spec: agreement with float32's top-20
+    on request histories, NDCG@20 on Gowalla test users (training history -> held-out items), and ms per
+    score_rows call of 1, 8 and 32 users."""
+    from genrec.serving.rerank import TwoStageScorer, parse_rerank
+    from genrec.serving.served import ServedModel
+
+    exact = ServedModel.load(bundle)
+    requests = request_rows(exact, bodies[:n_requests])
+    users, targets = test_user_rows(exact, n_users)
+    reference = _score_all(exact, requests)
+    scorers = {"float32": exact, "int8": ServedModel.load(bundle, quantize="int8")}
+    for spec in specs:
+        start = time.perf_counter()
+        scorers[f"two-stage {spec}"] = TwoStageScorer(exact, *parse_rerank(spec))
+        print(f"two-stage {spec}: built in {time.perf_counter() - start:.1f} s", flush=True)
+    out = []
+    for name, scorer in scorers.items():
+        overlap, same = agreement(reference, _score_all(scorer, requests))
+        out.append({"scoring": name, "overlap": overlap, "identical": same,
+                    "ndcg": ndcg20(_score_all(scorer, users), targets), "requests": len(requests),
+                    "users": len(users),
+                    "ms": scoring_floor(bundle, torch_threads, "", sizes=(1, 8, 32), served=scorer)})
+        print(out[-1], flush=True)
+    return out
+
+
+def quality_section(rows: list[dict], torch_threads: int) -> str:
+    lines = ["## Two-stage scoring: agreement with float32 and NDCG", "",
+             f"Top-20 of {rows[0]['requests']} benchmark requests (fold-in of a random Gowalla user's test items, "
+             "seen items excluded) compared with the float32 model's; NDCG@20 of "
+             f"{rows[0]['users']} random Gowalla test users (their training history in, their test.txt items "
+             "held out); milliseconds per in-process score_rows call of 1 / 8 / 32 users (7-item histories, "
+             f"{torch_threads} torch thread(s)). two-stage R:C = a rank-R shortlist of C items per user, re-scored "
+             "with the float32 output layer (`rerank='R:C'`, `genrec.serving.rerank`).", "",
+             "| scoring | top-20 items shared with float32 | identical top-20 lists | NDCG@20 | ms: batch 1 / 8 / 32 |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        ms = " / ".join(f"{v:.1f}" for v in r["ms"].values())
+        lines.append(f"| {r['scoring']} | {r['overlap']:.2%} | {r['identical']:.1%} | {r['ndcg']:.4f} | {ms} |")
+    return "\n".join(lines) + "\n"
 
 
 def load_section(results: dict, args, floors: dict[str, dict[int, float]]) -> str:
@@ -324,16 +423,15 @@ def load_section(results: dict, args, floors: dict[str, dict[int, float]]) -> st
               f">= {TARGETS['rps']:.0f} requests/s on 2 cores.", "", "Batch sizes (users per model.score call):", ""]
     for name, r in results.items():
         lines.append(f"- {name}: " + ", ".join(f"{size}: {n}" for size, n in r["batches"]))
-    if args.agreement is not None:
-        lines += ["", f"int8 weights (`quantize='int8'`: `genrec.compress.quantize_int8`, 8-bit row-wise input layer, "
-                  f"dynamic int8 Linear layers) keep {args.agreement:.1%} of the float32 model's top-20 items, over "
-                  "256 request histories."]
+    lines += ["", "Weights: float32; int8 (`quantize='int8'`: `genrec.compress.quantize_int8`, 8-bit row-wise input "
+              f"layer, dynamic int8 Linear layers); rerank (`rerank='{args.rerank}'`: float32, two-stage: a low-rank "
+              "shortlist re-scored exactly, see the next section for its agreement with float32)."]
     lines += ["", f"Scoring alone, in-process (no HTTP; {args.torch_threads} torch thread(s); 7-item histories, "
-              "top-20): milliseconds per batch (per user)", "",
+              "top-20), before the runs: milliseconds per batch (per user)", "",
               "| weights | " + " | ".join(f"batch {b}" for b in next(iter(floors.values()))) + " |",
               "|---|" + "---|" * len(next(iter(floors.values())))]
-    for quantize, floor in floors.items():
-        lines.append(f"| {'float32' if quantize == 'none' else quantize} | "
+    for weights, floor in floors.items():
+        lines.append(f"| {'float32' if weights == 'none' else weights} | "
                      + " | ".join(f"{ms:.1f} ({ms / b:.2f})" for b, ms in floor.items()) + " |")
     return "\n".join(lines) + "\n"
 
@@ -361,7 +459,7 @@ def fuzz_section(summary: str, elapsed: float, examples: int) -> str:
         "the API key, so reloads and deletions run).", "", f"Result: {summary}.", ""])
 
 
-SECTIONS = ("load", "fuzz")
+SECTIONS = ("quality", "load", "fuzz")
 
 
 def write_results(out: Path, header: str, sections: dict[str, str]) -> None:
@@ -384,21 +482,21 @@ def run_load(args) -> str:
     bundle = args.bundle_used = ensure_bundle(args.bundle, args.epochs, args.train_users)
     bodies = request_bodies(2000, 20)
     servers = [tuple(s.split(":")) for s in args.servers]
-    floors = {q: scoring_floor(bundle, args.torch_threads, q) for q in dict.fromkeys(q for _, q in servers)}
+    floors = {w: scoring_floor(bundle, args.torch_threads, w, args.rerank)
+              for w in dict.fromkeys(w for _, w in servers)}
     print("scoring floor (ms per batch):", floors, flush=True)
-    args.agreement = int8_agreement(bundle, bodies) if "int8" in floors else None
     results = {}
-    for scoring, quantize in servers:
+    for scoring, weights in servers:
         port = args.port or _free_port()
         with tempfile.TemporaryDirectory() as tmp:
             proc = start_server(bundle, port, args.torch_threads, args.max_wait_ms, Path(tmp) / "events.db", scoring,
-                                quantize)
+                                weights, args.rerank)
             base = f"http://127.0.0.1:{port}"
             try:
                 wait_healthy(base, proc)
                 for rate in [*args.rates, None]:
-                    weights = "float32" if quantize == "none" else quantize
-                    name = f"{scoring}, {weights}: " + (f"paced {rate:.0f}/s" if rate else "saturated")
+                    label = {"none": "float32", "rerank": f"two-stage {args.rerank}"}.get(weights, weights)
+                    name = f"{scoring}, {label}: " + (f"paced {rate:.0f}/s" if rate else "saturated")
                     results[name] = run_mode(base, bodies, args, rate, proc.pid)
                     print(name, results[name], flush=True)
             finally:
@@ -410,7 +508,8 @@ def run_load(args) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", nargs="+", choices=SECTIONS, default=list(SECTIONS),
-                        help="load: the load benchmark; fuzz: the >= 2,000-request Schemathesis run")
+                        help="quality: two-stage scoring's agreement with float32 and NDCG; load: the load "
+                             "benchmark; fuzz: the >= 2,000-request Schemathesis run")
     parser.add_argument("--bundle", type=Path, default=None,
                         help=f"default: {SHARED_BUNDLE} if present, else {QUICK_BUNDLE} (trained if absent)")
     parser.add_argument("--epochs", type=int, default=1)
@@ -419,12 +518,15 @@ def main() -> None:
     parser.add_argument("--rates", type=float, nargs="*", default=[200.0, 400.0])
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--torch-threads", type=int, default=1)
-    parser.add_argument("--max-wait-ms", type=float, default=2.0)
+    parser.add_argument("--max-wait-ms", type=float, default=0.0)
+    parser.add_argument("--rerank", default="64:128", help="RANK:CANDIDATES of the servers with rerank weights")
+    parser.add_argument("--quality-specs", nargs="+", default=["32:128", "64:128", "64:256", "128:256"],
+                        help="RANK:CANDIDATES settings the quality part compares")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--servers", nargs="+", default=["thread:none", "thread:int8", "process:int8"],
-                        choices=[f"{s}:{q}" for s in ("thread", "process") for q in ("none", "int8")],
+    parser.add_argument("--servers", nargs="+", default=["thread:rerank", "process:rerank", "thread:int8"],
+                        choices=[f"{s}:{w}" for s in ("thread", "process") for w in ("none", "int8", "rerank")],
                         help="servers to run, as where:weights (score on the batcher thread or in a child "
-                             "process; float32 weights or the int8 copy)")
+                             "process; float32 weights, the int8 copy, or float32 in two stages (--rerank))")
     parser.add_argument("--fuzz-examples", type=int, default=230)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serving.md")
     args = parser.parse_args()
@@ -432,6 +534,11 @@ def main() -> None:
         sys.exit(f"{DATA} is not present")
     args.load_before = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     sections = {}
+    if "quality" in args.parts:
+        bodies = request_bodies(2000, 20)
+        sections["quality"] = quality_section(quality(ensure_bundle(args.bundle, args.epochs, args.train_users),
+                                                      bodies, args.quality_specs, args.torch_threads),
+                                              args.torch_threads)
     if "load" in args.parts:
         sections["load"] = run_load(args)
     if "fuzz" in args.parts:

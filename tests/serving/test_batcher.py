@@ -63,6 +63,25 @@ def test_requests_arriving_while_the_worker_is_busy_form_the_next_batch():
     assert [len(b) for b in fn.batches] == [1, 9]
 
 
+def test_without_a_window_requests_of_the_same_loop_turn_still_share_a_batch():
+    fn = Recorder()
+
+    async def later(batcher, x):
+        await asyncio.sleep(0)  # submitted one loop turn after the first: as a request parsed just after it
+        return await batcher.submit(fn, x)
+
+    async def scenario():
+        batcher = MicroBatcher(max_batch=64)  # default max_wait_s=0: no timer at all
+        try:
+            await batcher.submit(fn, -1)  # the batcher is up and waiting for work
+            return await asyncio.gather(batcher.submit(fn, 0), later(batcher, 1))
+        finally:
+            await batcher.aclose()
+
+    assert run(scenario()) == [0, 2]
+    assert [sorted(b) for b in fn.batches] == [[-1], [0, 1]]
+
+
 def test_a_lone_request_waits_at_most_about_max_wait():
     fn = Recorder()
 

@@ -12,16 +12,18 @@ from genrec.serving.store import EventStore, open_store
 
 
 def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, store: str | Path = "events.db",
-          api_key: str | None = None, max_batch: int = 64, max_wait_ms: float = 2.0,
-          max_body_bytes: int = 1_000_000, imports: Sequence[str] = (), torch_threads: int | None = None,
+          api_key: str | None = None, max_batch: int = 64, max_wait_ms: float = 0.0,
+          max_body_bytes: int = 1_000_000, imports: Sequence[str] = (), torch_threads: int | None = 1,
           access_log: bool = True, log_level: str = "info", switch_interval_ms: float = 0.5,
-          scoring_process: bool = False, quantize: str | None = None) -> None:
+          scoring_process: bool = False, quantize: str | None = None, rerank: str | None = None) -> None:
     """Serve the bundle in `model_dir` over HTTP with uvicorn (one process; micro-batching needs the
     requests in one place) until interrupted. store: SQLite file, 'sqlite:///path' or 'postgresql://...';
     api_key: enables /v1/admin/*; imports: modules that register models which are not built in;
     switch_interval_ms: the interpreter's thread switch interval (see `genrec.serving.app.tune_interpreter`);
     scoring_process: score in a child process (see `genrec.serving.scorer`); quantize: 'int8' serves an 8-bit
-    copy of a Mult-VAE/DAE (about 4x less CPU per request on a 41k-item decoder; rankings change slightly)."""
+    copy of a Mult-VAE/DAE (about 4x less CPU per request on a 41k-item decoder; rankings change slightly);
+    rerank: 'RANK:CANDIDATES' (e.g. '64:128') scores a Mult-VAE/DAE in two stages, a low-rank shortlist re-scored
+    with the float32 output layer (see `genrec.serving.rerank`)."""
     import uvicorn
 
     from genrec.serving.app import create_app, tune_interpreter
@@ -29,7 +31,7 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, stor
     tune_interpreter(switch_interval_ms)
     app = create_app(model_dir, store=store, api_key=api_key, max_batch=max_batch, max_wait_ms=max_wait_ms,
                      max_body_bytes=max_body_bytes, imports=imports, torch_threads=torch_threads,
-                     scoring_process=scoring_process, quantize=quantize)
+                     scoring_process=scoring_process, quantize=quantize, rerank=rerank)
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level=log_level)
 
 

@@ -11,6 +11,7 @@ Messages are plain bytes: a JSON header and the numpy arrays' raw buffers (nothi
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import multiprocessing
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genrec.serving.rerank import TwoStageScorer
 from genrec.serving.served import ScoringRow, ServedModel
 
 
@@ -83,7 +85,7 @@ def decode_results(message: bytes) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def _scoring_process(conn, model_dir: str, verify: bool, imports: list[str], torch_threads: int | None,
-                     quantize: str | None) -> None:
+                     quantize: str | None, rerank: tuple[int, int] | None) -> None:
     """The child: load the bundle, then score each batch it is sent until it gets an empty message."""
     try:
         for module in imports:
@@ -93,30 +95,35 @@ def _scoring_process(conn, model_dir: str, verify: bool, imports: list[str], tor
 
             torch.set_num_threads(torch_threads)
         served = ServedModel.load(model_dir, verify=verify, quantize=quantize)
+        scorer = TwoStageScorer(served, *rerank) if rerank else served
     except Exception as e:  # tell the parent why, then stop
         conn.send_bytes(b"E" + f"{type(e).__name__}: {e}".encode())
         return
+    gc.freeze()  # the model lives as long as this process: keep it out of full collections (pauses)
     conn.send_bytes(b"R")
     while True:
         message = conn.recv_bytes()
         if not message:
             return
         try:
-            reply = b"O" + encode_results(served.score_rows(decode_rows(message, served.n_items)))
+            reply = b"O" + encode_results(scorer.score_rows(decode_rows(message, served.n_items)))
         except Exception as e:
             reply = b"E" + f"{type(e).__name__}: {e}".encode()
         conn.send_bytes(reply)
 
 
 class ProcessScorer:
-    """`score_rows` as ServedModel's, computed by a child process holding its own copy of the bundle."""
+    """`score_rows` as ServedModel's (or, with rerank=(rank, candidates), a TwoStageScorer's), computed by a
+    child process holding its own copy of the bundle."""
 
     def __init__(self, model_dir: str | Path, verify: bool = True, imports: Sequence[str] = (),
-                 torch_threads: int | None = None, start_timeout_s: float = 300.0, quantize: str | None = None):
+                 torch_threads: int | None = None, start_timeout_s: float = 300.0, quantize: str | None = None,
+                 rerank: tuple[int, int] | None = None):
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited threads or locks
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_scoring_process, name="genrec-scorer", daemon=True,
-                                        args=(child, str(model_dir), verify, list(imports), torch_threads, quantize))
+                                        args=(child, str(model_dir), verify, list(imports), torch_threads, quantize,
+                                              rerank))
         self._process.start()
         child.close()
         self._lock = threading.Lock()
