@@ -93,6 +93,18 @@ def test_left_padding_does_not_change_the_hidden_states_of_items():
     torch.testing.assert_close(a, b[:, 3:], atol=1e-5, rtol=1e-5)
 
 
+def test_dropout_drops_the_right_share_keeps_the_mean_and_replays_under_a_seed():
+    from genrec.models.sasrec import dropout
+
+    x = torch.ones(100, 50, 41)  # an odd size: the last 64-bit draw is only partly used
+    torch.manual_seed(4)
+    y = dropout(x, 0.3, training=True)
+    assert abs((y == 0).float().mean().item() - 0.3) < 0.01 and abs(y.mean().item() - 1.0) < 0.02
+    torch.manual_seed(4)
+    torch.testing.assert_close(dropout(x, 0.3, training=True), y)
+    assert dropout(x, 0.3, training=False) is x
+
+
 @pytest.mark.parametrize("loss,sampling", [("ce", "uniform"), ("sampled", "uniform"), ("sampled", "popularity"),
                                            ("bce", "uniform")])
 def test_each_loss_trains_and_its_loss_goes_down(loss, sampling):

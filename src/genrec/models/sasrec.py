@@ -8,7 +8,8 @@ which are tied to the input embeddings. Scores for a history are the last positi
 item embedding: a new user is scored from their raw history with no retraining.
 
 Losses, at every position of every training window:
-- "ce": cross-entropy of a softmax over all items (the strong modern setting, e.g. Klenitskiy & Vasilev 2023);
+- "ce": cross-entropy of a softmax over all items (the strong modern setting, e.g. Klenitskiy & Vasilev 2023;
+  on CPU computed chunk by chunk without the full logits, see `linear_cross_entropy`);
 - "sampled": softmax over the target and `n_negatives` sampled items, uniformly or by popularity, with the logQ
   correction (subtract log of each candidate's sampling probability; Yi et al. 2019) for large catalogues;
 - "bce": the paper's binary cross-entropy with one uniformly sampled negative per position.
@@ -30,6 +31,7 @@ from genrec.training.sequences import (
     FeatureIndex,
     ItemEmbedding,
     SequenceWindows,
+    linear_cross_entropy,
     next_item_pairs,
 )
 from genrec.training.trainer import StepContext
@@ -39,6 +41,16 @@ SAMPLINGS = ("uniform", "popularity")
 
 
 # the network --------------------------------------------------------------------------------------------------
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """F.dropout; on CPU it draws 16-bit thresholds, four per 64-bit random number (torch's CPU generator makes
+    one number at a time, which made dropout 5-10% of a Beauty training step), so p is kept to 1/65536."""
+    if not training or p == 0.0 or x.device.type != "cpu":
+        return F.dropout(x, p, training)
+    n = x.numel()
+    bits = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64).view(torch.int16)[:n]
+    return x * (bits.view(x.shape) >= round(p * 65536) - 32768) * (1.0 / (1.0 - p))
+
+
 class SelfAttentionBlock(nn.Module):
     """Pre-norm Transformer block: x + attention(LN(x)), then x + FFN(LN(x)); dropout on attention weights and on
     each sub-layer's output. mask: (B, 1, T, T) bool, True where a query may attend to a key."""
@@ -57,9 +69,9 @@ class SelfAttentionBlock(nn.Module):
         q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
         p = self.dropout if self.training else 0.0
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        x = x + F.dropout(self.out(a.transpose(1, 2).reshape(b, t, d)), p, self.training)
-        h = F.dropout(self.activation(self.ffn1(self.norm2(x))), p, self.training)
-        return x + F.dropout(self.ffn2(h), p, self.training)
+        x = x + dropout(self.out(a.transpose(1, 2).reshape(b, t, d)), p, self.training)
+        h = dropout(self.activation(self.ffn1(self.norm2(x))), p, self.training)
+        return x + dropout(self.ffn2(h), p, self.training)
 
 
 def attention_mask(tokens: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -90,7 +102,7 @@ class SASRecNetwork(nn.Module):
         """(B, T) left-padded tokens -> (B, T, dim) hidden states; padding positions are zero."""
         valid = (tokens != PAD).unsqueeze(-1)
         x = table[tokens] * math.sqrt(self.dim) + self.positions[self.max_len - tokens.shape[1] :]
-        x = F.dropout(x, self.dropout, self.training) * valid
+        x = dropout(x, self.dropout, self.training) * valid
         mask = attention_mask(tokens, causal=True)
         for block in self.blocks:
             x = block(x, mask) * valid
@@ -108,7 +120,9 @@ class SASRecNetwork(nn.Module):
         hidden = self.encode(inputs, table)
         where = targets != PAD
         h, y = hidden[where], targets[where] - 1  # (P, dim), (P,) item indices
-        if self.loss_name == "ce":
+        if self.loss_name == "ce":  # on CPU chunked, never holding the (P, n_items) logits; the same value
+            if h.device.type == "cpu":
+                return linear_cross_entropy(h, table[1:], y)
             return F.cross_entropy(h @ table[1:].T, y)
         if self.loss_name == "sampled":
             return self.sampled_softmax(h, y, table)

@@ -10,6 +10,7 @@ the first column. Every step here is vectorised over the events; building a batc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,6 +125,62 @@ def mask_items(tokens: torch.Tensor, mask_prob: float, mask_token: int) -> tuple
     last[torch.arange(len(tokens), device=tokens.device), (valid.cumsum(1)).argmax(1)] = True
     chosen |= last & valid & ~chosen.any(1, keepdim=True)
     return tokens.masked_fill(chosen, mask_token), tokens * chosen
+
+
+# the full-softmax loss ----------------------------------------------------------------------------------------
+LOG2_E, LN_2 = 1.0 / math.log(2.0), math.log(2.0)
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of softmax(hidden @ weight.T) against `targets`, `chunk_rows` rows at a time, never
+    holding the (rows, n_items) logits. A chunk's logits are computed transposed, (n_items, chunk), the faster
+    orientation of this thin product, into one reused buffer (a fresh one would fault its pages in); they are
+    turned in place into exp(logit - max), as 2 ** (bits - max) since exp2 is about twice as fast as exp on CPU;
+    and both gradients (w.r.t. hidden and weight) are taken from that buffer while it is still in cache, with the
+    softmax's normalisation and the target's -1 folded into the small factors. The same value and gradients as
+    F.cross_entropy(hidden @ weight.T, targets) up to float rounding."""
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                chunk_rows: int) -> torch.Tensor:
+        n, n_items = hidden.shape[0], weight.shape[0]
+        grad_hidden, grad_weight = torch.empty_like(hidden), torch.zeros_like(weight)
+        losses = hidden.new_empty(n)
+        buffer = hidden.new_empty(n_items * min(chunk_rows, n))
+        # |logit| <= |h| |w|: within 100 bits, 2 ** bits neither overflows (even summed) nor underflows, so the
+        # usual subtraction of each row's largest logit (two passes over the chunk) is not needed
+        shift = float(hidden.norm(dim=1).max() * weight.norm(dim=1).max()) * LOG2_E > 100.0
+        for start in range(0, n, chunk_rows):
+            h, y = hidden[start : start + chunk_rows], targets[start : start + chunk_rows]
+            exp = buffer[: n_items * len(y)].view(n_items, len(y))
+            torch.mm(weight, (h * LOG2_E).T, out=exp)  # the logits in bits (base 2), (n_items, c)
+            target_bits = exp[y, torch.arange(len(y), device=y.device)]
+            top = exp.amax(0) if shift else torch.zeros_like(target_bits)
+            total = (exp.sub_(top) if shift else exp).exp2_().sum(0)
+            losses[start : start + len(y)] = total.log() + (top - target_bits) * LN_2  # log-sum-exp - target
+            # d loss / d logits = softmax - onehot(y) = exp / total - onehot(y), per row
+            inv = total.reciprocal_()[:, None]
+            torch.mm(exp.T, weight, out=grad_hidden[start : start + len(y)])
+            grad_hidden[start : start + len(y)].mul_(inv).sub_(weight[y])
+            grad_weight.addmm_(exp, h * inv).index_add_(0, y, h, alpha=-1.0)
+        ctx.save_for_backward(grad_hidden.div_(n), grad_weight.div_(n))
+        return losses.mean()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss: torch.Tensor):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return grad_hidden * grad_loss, grad_weight * grad_loss, None, None
+
+
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                         chunk_rows: int = 64) -> torch.Tensor:
+    """F.cross_entropy(hidden @ weight.T, targets) (mean over rows) without materialising the logits.
+
+    hidden: (P, dim) float; weight: (n_classes, dim); targets: (P,) int64 in [0, n_classes)."""
+    if len(targets) == 0:
+        return (hidden.sum() + weight.sum()) * 0.0
+    return LinearCrossEntropy.apply(hidden.contiguous(), weight.contiguous(), targets, chunk_rows)
 
 
 # item attributes ----------------------------------------------------------------------------------------------
