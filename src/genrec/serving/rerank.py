@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from genrec.models.multvae import MultVAENetwork
-from genrec.serving.served import ScoringRow, ServedModel
+from genrec.serving.served import ScoringRow, ServedModel, per_row_top
 from genrec.training.data import SparseRows
 
 
@@ -147,10 +147,4 @@ class TwoStageScorer:
             exact.nan_to_num_(nan=-torch.inf, posinf=torch.inf, neginf=-torch.inf).masked_fill_(short < 0, -torch.inf)
             values, order = torch.topk(exact, min(k_max, size), dim=1)
             top = torch.gather(safe, 1, order)
-        values, top = values.numpy(), top.numpy()
-        out = []
-        for i, row in enumerate(rows):
-            v, idx = values[i, : row.k], top[i, : row.k]
-            keep = np.isfinite(v)
-            out.append((idx[keep].astype(np.int64), v[keep]))
-        return out
+        return per_row_top(values.numpy(), top.numpy(), rows)

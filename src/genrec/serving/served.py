@@ -192,10 +192,14 @@ class ServedModel:
                 scores[i].masked_fill_(torch.from_numpy(~row.allowed), -np.inf)
         k_max = min(max(r.k for r in rows), self.n_items)
         values, indices = torch.topk(scores, k_max, dim=1)
-        values, indices = values.numpy(), indices.numpy()
-        out = []
-        for i, row in enumerate(rows):
-            v, idx = values[i, : row.k], indices[i, : row.k]
-            keep = np.isfinite(v)
-            out.append((idx[keep].astype(np.int64), v[keep]))
-        return out
+        return per_row_top(values.numpy(), indices.numpy(), rows)
+
+
+def per_row_top(values: np.ndarray, indices: np.ndarray, rows) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each row's first `row.k` (item indices, scores) of a batch's top-k, items scored -inf (excluded) dropped."""
+    out = []
+    for i, row in enumerate(rows):
+        v, idx = values[i, : row.k], indices[i, : row.k]
+        keep = np.isfinite(v)
+        out.append((idx[keep].astype(np.int64), v[keep]))
+    return out
