@@ -295,8 +295,12 @@ def bundle_description(bundle: Path) -> str:
     params = meta.get("params", {})
     ran = len((meta.get("state") or {}).get("history") or [])
     trained = f"configured for {params.get('epochs')} epoch(s)" + (f", ran {ran}" if ran else "")
+    source = Path(meta.get("data", {}).get("source", "LightGCN Gowalla"))
+    shared = REPO.parent / "shared"  # the data folder beside the checkout, named as the README names it
+    if source.is_relative_to(shared):
+        source = Path("../shared") / source.relative_to(shared)
     return (f"{meta.get('model')} at {bundle} (hidden_dims {params.get('hidden_dims')}, {trained}, on "
-            f"{meta.get('data', {}).get('source', 'LightGCN Gowalla')})")
+            f"{source})")
 
 
 def _score_all(scorer, rows: list, batch: int = 64) -> list:
