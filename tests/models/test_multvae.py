@@ -194,3 +194,14 @@ def test_kill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path):
     """))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *sys.path]), "OMP_NUM_THREADS": "1"}
     assert_same_weights(*kill_then_resume(script, tmp_path, env, wait_s=90))
+
+
+def test_reusing_freed_memory_changes_no_weight():
+    """keep_freed_memory (on for Mult-VAE) only changes how glibc hands out memory: same seed, same weights."""
+    split = _blocks_split()
+    weights = []
+    for keep in (False, True):
+        model = MultVAE(hidden_dims=(32, 8), epochs=2, batch_size=64,
+                        train_options={**FAST, "keep_freed_memory": keep}).fit(split.train)
+        weights.append(model.module_.state_dict())
+    assert_same_weights(*weights)

@@ -163,7 +163,10 @@ class _MultAutoencoder(TorchRecommender):
     """What Mult-VAE and Mult-DAE share: binary inputs, the Trainer, model selection on NDCG@100."""
 
     _variational = True
-    _train_defaults = {"monitor": "ndcg@100", "fused": True}  # Liang et al. select models on NDCG@100
+    # Liang et al. select models on NDCG@100. Fused Adam: one pass per parameter. keep_freed_memory: every step
+    # re-allocates ~100 MB tensors (logits, their gradient, the two big weight gradients) whose fresh pages cost
+    # as much as the GEMMs on them (a training step on Gowalla, 500 users x 41k items: 3.0 s -> 2.0 s).
+    _train_defaults = {"monitor": "ndcg@100", "fused": True, "keep_freed_memory": True}
 
     def fit(self, train: Interactions, validation=None) -> _MultAutoencoder:
         """Train on `train`'s clicks (values are binarised); with `validation`, keep the epoch with the best
