@@ -77,15 +77,18 @@ def request_bodies(n: int, k: int, seed: int = 0) -> list[bytes]:
     return [json.dumps({"history": [int(i) for i in rng.choice(lines)], "k": k}).encode() for _ in range(n)]
 
 
-def start_server(bundle: Path, port: int, torch_threads: int, max_wait_ms: float, store: Path,
-                 scoring: str, weights: str = "none", rerank: str = "64:128") -> subprocess.Popen:
-    """weights: none (float32), int8, or rerank (float32, two-stage with `rerank` = RANK:CANDIDATES)."""
+def start_server(bundle: Path, port: int, torch_threads: int, max_wait_ms: float, store: Path, scoring: str,
+                 weights: str = "none", rerank: str = "64:128", fast_path: bool = True,
+                 processes: int = 1) -> subprocess.Popen:
+    """weights: none (float32), int8, or rerank (float32, two-stage with `rerank` = RANK:CANDIDATES); fast_path:
+    False sends every request through FastAPI's stack (GENREC_FAST_PATH=0), for comparison; processes: scoring
+    processes of a scoring='process' server."""
     env = {**os.environ, "GENREC_MODEL_DIR": str(bundle), "GENREC_STORE": str(store),
            "GENREC_IMPORTS": "genrec.models.multvae", "GENREC_TORCH_THREADS": str(torch_threads),
            "GENREC_MAX_WAIT_MS": str(max_wait_ms), "OMP_NUM_THREADS": str(torch_threads),
-           "GENREC_SCORING_PROCESS": "1" if scoring == "process" else "0",
+           "GENREC_SCORING_PROCESS": str(processes) if scoring == "process" else "0",
            "GENREC_QUANTIZE": "int8" if weights == "int8" else "",
-           "GENREC_RERANK": rerank if weights == "rerank" else ""}
+           "GENREC_RERANK": rerank if weights == "rerank" else "", "GENREC_FAST_PATH": "1" if fast_path else "0"}
     cmd = [sys.executable, "-m", "uvicorn", "--factory", "genrec.serving.app:app_from_env", "--host", "127.0.0.1",
            "--port", str(port), "--no-access-log", "--log-level", "warning"]
     return subprocess.Popen(cmd, cwd=REPO, env=env)
@@ -224,16 +227,23 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its children (the scoring process), from /proc."""
-    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        pids += [int(c) for c in (task / "children").read_text().split()]
-    for p in pids:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User + system CPU seconds of a process (all its threads: the event loop and any worker) and of its
+    children (the scoring process), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def used(p: int) -> float:
         fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+    return used(pid), sum(used(c) for c in children)
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all processes, all cores) since boot, from /proc/stat."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
 
 
 def _run(coroutine):
@@ -246,13 +256,34 @@ def _run(coroutine):
         return runner.run(coroutine)
 
 
+def wait_quiet(max_wait_s: float, threshold_cores: float = 0.15) -> float:
+    """Wait (up to max_wait_s) until the rest of the machine uses under `threshold_cores` over a second, so
+    that a run does not start while someone else's job holds a core; returns the seconds waited."""
+    start = time.perf_counter()
+    while True:
+        busy = machine_busy_seconds()
+        time.sleep(1.0)
+        if machine_busy_seconds() - busy < threshold_cores or time.perf_counter() - start > max_wait_s:
+            return time.perf_counter() - start
+
+
 def run_mode(base: str, bodies: list[bytes], args, rate: float | None, server_pid: int) -> dict:
+    waited = wait_quiet(args.quiet_wait_s)
     _run(load(base, bodies, args.clients, 2.0, rate))  # warm-up
     before = batch_sizes(httpx.get(f"{base}/metrics").text)
-    server_cpu, client_cpu = cpu_seconds(server_pid), time.process_time()
+    server_cpu, client_cpu, busy = cpu_seconds(server_pid), time.process_time(), machine_busy_seconds()
+    wall = time.perf_counter()
     result = _run(load(base, bodies, args.clients, args.duration, rate))
-    result["server_cpu_ms"] = (cpu_seconds(server_pid) - server_cpu) / result["requests"] * 1e3
-    result["client_cpu_ms"] = (time.process_time() - client_cpu) / result["requests"] * 1e3
+    wall = time.perf_counter() - wall
+    per_request = 1e3 / result["requests"]
+    loop_cpu, scoring_cpu = (b - a for a, b in zip(server_cpu, cpu_seconds(server_pid)))
+    result["server_cpu_ms"] = (loop_cpu + scoring_cpu) * per_request
+    result["loop_cpu_ms"], result["scoring_cpu_ms"] = loop_cpu * per_request, scoring_cpu * per_request
+    result["client_cpu_ms"] = (time.process_time() - client_cpu) * per_request
+    # everything else on the machine (other people's jobs) during the run, in cores
+    result["other_cores"] = (machine_busy_seconds() - busy - loop_cpu - scoring_cpu
+                             - (time.process_time() - client_cpu)) / wall
+    result["waited_s"] = waited
     result["batches"] = batch_distribution(before, batch_sizes(httpx.get(f"{base}/metrics").text))
     return result
 
@@ -402,8 +433,9 @@ def quality_section(rows: list[dict], torch_threads: int) -> str:
 def load_section(results: dict, args, floors: dict[str, dict[int, float]]) -> str:
     def row(name: str, r: dict) -> str:
         return (f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | "
-                f"{r['service_p50_ms']:.1f} / {r['service_p99_ms']:.1f} | {r['server_cpu_ms']:.2f} | "
-                f"{r['client_cpu_ms']:.2f} | {r['requests']} | {r['errors']} |")
+                f"{r['service_p50_ms']:.1f} / {r['service_p99_ms']:.1f} | {r['server_cpu_ms']:.2f} "
+                f"({r['loop_cpu_ms']:.2f} / {r['scoring_cpu_ms']:.2f}) | {r['client_cpu_ms']:.2f} | "
+                f"{r['other_cores']:.2f} | {r['requests']} | {r['errors']} |")
 
     lines = ["## Load: 32 clients, top-20 by history", "",
              f"Model: {bundle_description(args.bundle_used)}; scoring cost depends on the network's shape, not "
@@ -411,18 +443,22 @@ def load_section(results: dict, args, floors: dict[str, dict[int, float]]) -> st
              f"user, by raw history (fold-in); {args.clients} concurrent client connections (our own minimal "
              f"asyncio HTTP/1.1 client on uvloop, one process); micro-batching window {args.max_wait_ms} ms, at "
              f"most 64 per batch; torch threads for scoring: {args.torch_threads}; {args.duration:.0f} s per run "
-             "after a 2 s warm-up.", "",
-             "| run | requests/s | p50 ms | p90 ms | p99 ms | service p50 / p99 ms | server CPU ms/req | "
-             "client CPU ms/req | requests | errors |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"after a 2 s warm-up; before each run the benchmark waited up to {args.quiet_wait_s:.0f} s for the "
+             "rest of the machine to use under 0.15 cores (waits: "
+             + ", ".join(f"{r['waited_s']:.0f}" for r in results.values()) + " s).", "",
+             "| run | requests/s | p50 ms | p90 ms | p99 ms | service p50 / p99 ms | server CPU ms/req (server "
+             "process / scoring process) | client CPU ms/req | other jobs' CPU (cores) | requests | errors |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         lines.append(row(name, r))
     lines += ["", "Paced runs are open loop: latency counts from the scheduled send time, so a server that falls "
               "behind cannot hide it; 'service' counts from the actual send. The saturated run is closed loop "
               "(32 clients back to back): its requests/s is the most the server sustained, its latency is "
               "32 / throughput by Little's law. Server and client CPU are user + system seconds per request "
-              "(server: its process and its scoring child, from /proc; client: this process's "
-              "time.process_time()); both share the same 2 cores.", "",
+              "(server: its process, i.e. the event loop and any worker thread, and its scoring child, from /proc; "
+              "client: this process's time.process_time()); both share the same 2 cores. 'Other jobs' is the "
+              "rest of the machine's busy time during the run (/proc/stat), in cores: work of other people on "
+              "this shared machine that competed for the 2 cores; runs where it is well above 0 are slowed by it.", "",
               f"Targets (issue 7): p50 <= {TARGETS['p50_ms']} ms, p99 <= {TARGETS['p99_ms']} ms, "
               f">= {TARGETS['rps']:.0f} requests/s on 2 cores.", "", "Batch sizes (users per model.score call):", ""]
     for name, r in results.items():
@@ -485,28 +521,39 @@ def write_results(out: Path, header: str, sections: dict[str, str]) -> None:
 def run_load(args) -> str:
     bundle = args.bundle_used = ensure_bundle(args.bundle, args.epochs, args.train_users)
     bodies = request_bodies(2000, 20)
-    servers = [tuple(s.split(":")) for s in args.servers]
+    servers = [(*s.split(":")[:2], not s.endswith(":fastapi")) for s in args.servers]
     floors = {w: scoring_floor(bundle, args.torch_threads, w, args.rerank)
-              for w in dict.fromkeys(w for _, w in servers)}
+              for w in dict.fromkeys(w for _, w, _ in servers)}
+    # 'processN': N scoring processes
+    servers = [(where.rstrip("0123456789"), weights, fast, int(where[7:] or 1) if where.startswith("process") else 0)
+               for where, weights, fast in servers]
     print("scoring floor (ms per batch):", floors, flush=True)
     results = {}
-    for scoring, weights in servers:
+    for scoring, weights, fast_path, processes in servers:
         port = args.port or _free_port()
         with tempfile.TemporaryDirectory() as tmp:
             proc = start_server(bundle, port, args.torch_threads, args.max_wait_ms, Path(tmp) / "events.db", scoring,
-                                weights, args.rerank)
+                                weights, args.rerank, fast_path, processes)
             base = f"http://127.0.0.1:{port}"
             try:
                 wait_healthy(base, proc)
                 for rate in [*args.rates, None]:
                     label = {"none": "float32", "rerank": f"two-stage {args.rerank}"}.get(weights, weights)
-                    name = f"{scoring}, {label}: " + (f"paced {rate:.0f}/s" if rate else "saturated")
+                    where = f"{processes} processes" if processes > 1 else scoring
+                    name = f"{where}, {label}{'' if fast_path else ', FastAPI path only'}: " + (
+                        f"paced {rate:.0f}/s" if rate else "saturated")
                     results[name] = run_mode(base, bodies, args, rate, proc.pid)
                     print(name, results[name], flush=True)
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
     return load_section(results, args, floors)
+
+
+def server_spec(text: str) -> str:
+    if not re.fullmatch(r"(thread|process[1-9]?):(none|int8|rerank)(:fastapi)?", text):
+        raise argparse.ArgumentTypeError(f"expected where:weights[:fastapi], e.g. process2:rerank, got {text!r}")
+    return text
 
 
 def main() -> None:
@@ -523,20 +570,28 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--torch-threads", type=int, default=1)
     parser.add_argument("--max-wait-ms", type=float, default=0.0)
+    parser.add_argument("--quiet-wait-s", type=float, default=60.0,
+                        help="before each run, wait up to this long for other jobs to leave the cores")
     parser.add_argument("--rerank", default="64:128", help="RANK:CANDIDATES of the servers with rerank weights")
     parser.add_argument("--quality-specs", nargs="+", default=["32:128", "64:128", "64:256", "128:256"],
                         help="RANK:CANDIDATES settings the quality part compares")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--servers", nargs="+", default=["thread:rerank", "process:rerank", "thread:int8"],
-                        choices=[f"{s}:{w}" for s in ("thread", "process") for w in ("none", "int8", "rerank")],
-                        help="servers to run, as where:weights (score on the batcher thread or in a child "
-                             "process; float32 weights, the int8 copy, or float32 in two stages (--rerank))")
+    parser.add_argument("--servers", nargs="+", default=["process:rerank", "process2:rerank", "process:rerank:fastapi"],
+                        type=server_spec,
+                        help="servers to run, as where:weights[:fastapi]; where: thread (score on the batcher's "
+                             "thread), process (in a child process) or processN (in N); weights: none (float32), "
+                             "int8, or rerank (float32 in two stages, --rerank); :fastapi: without the lean path "
+                             "for plain recommendation requests")
     parser.add_argument("--fuzz-examples", type=int, default=230)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serving.md")
     args = parser.parse_args()
     if not DATA.exists():
         sys.exit(f"{DATA} is not present")
     args.load_before = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    script = Path(sys.argv[0])
+    command = "flock /tmp/genrec-heavy.lock env OMP_NUM_THREADS=2 .venv/bin/python " + " ".join(
+        [str(script.relative_to(REPO) if script.is_absolute() else script), *sys.argv[1:]])
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     sections = {}
     if "quality" in args.parts:
         bodies = request_bodies(2000, 20)
@@ -547,11 +602,13 @@ def main() -> None:
         sections["load"] = run_load(args)
     if "fuzz" in args.parts:
         sections["fuzz"] = fuzz_section(*run_fuzz(args.fuzz_examples), args.fuzz_examples)
-    script = Path(sys.argv[0])
-    command = "flock /tmp/genrec-heavy.lock env OMP_NUM_THREADS=2 .venv/bin/python " + " ".join(
-        [str(script.relative_to(REPO) if script.is_absolute() else script), *sys.argv[1:]])
+    for name, text in sections.items():  # each section says which command made it, as others may be older
+        title, rest = text.split("\n", 1)
+        sections[name] = (f"{title}\n\nMade by `{command}` (started {started}; load average before: "
+                          f"{args.load_before}).\n{rest}")
     header = "\n".join(["# genrec serve: load benchmark and API fuzzing", "",
-                        f"Machine: {machine(args.load_before)}.", "", f"Last command: `{command}`", ""])
+                        f"Machine: {machine(args.load_before)}.", "", f"Last command: `{command}` (each section "
+                        "names the command that made it)", ""])
     write_results(args.out, header, sections)
     print(f"wrote {args.out}")
 

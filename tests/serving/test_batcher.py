@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -140,3 +141,32 @@ def test_invalid_settings_are_refused():
         MicroBatcher(max_batch=0)
     with pytest.raises(ValueError, match="max_wait_s"):
         MicroBatcher(max_wait_s=-1)
+    with pytest.raises(ValueError, match="concurrency"):
+        MicroBatcher(concurrency=0)
+
+
+def test_a_coroutine_scoring_function_is_awaited_on_the_event_loop_without_a_thread():
+    threads = []
+
+    async def score(items):  # as a child process's score_rows_async: the work happens elsewhere
+        threads.append(threading.current_thread())
+        await asyncio.sleep(0.001)
+        return [2 * x for x in items]
+
+    assert run(_submit_all(MicroBatcher(max_batch=64, max_wait_s=0.01), score, range(5))) == [0, 2, 4, 6, 8]
+    assert threads == [threading.main_thread()]
+
+
+def test_with_concurrency_two_batches_are_scored_at_once_and_never_more():
+    in_flight, peak = 0, 0
+
+    async def score(items):
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.02)
+        in_flight -= 1
+        return [2 * x for x in items]
+
+    assert run(_submit_all(MicroBatcher(max_batch=2, concurrency=2), score, range(8))) == [2 * x for x in range(8)]
+    assert peak == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -50,5 +52,28 @@ def test_the_app_scores_in_a_child_process_exactly_as_in_process_and_a_swap_repl
         second = app.state.service.active.scorer
         assert second is not first
         assert c.post("/v1/recommendations", json={"user_id": "u2", "k": 5}).json()["items"] == expected
-    first._process.join(10)
-    assert not first._process.is_alive() and not second._process.is_alive()
+    first.processes[0].join(10)
+    assert not first.processes[0].is_alive() and not second.processes[0].is_alive()
+
+
+def test_two_children_score_batches_at_once_and_dead_children_are_an_error_not_a_hang(bundle_dir):
+    served = ServedModel.load(bundle_dir)
+    scorer = ProcessScorer(bundle_dir, imports=[MODEL_MODULE], processes=2)
+
+    async def scenario():
+        both = await asyncio.gather(*(scorer.score_rows_async(rows(served.n_items)) for _ in range(3)))
+        for process in scorer.processes:
+            process.kill()
+            process.join(10)
+        with pytest.raises(RuntimeError, match="scoring process"):
+            await asyncio.wait_for(scorer.score_rows_async(rows(served.n_items)), 10)
+        return both
+
+    try:
+        assert len(scorer.processes) == 2
+        results = asyncio.run(scenario())
+    finally:
+        scorer.close()
+    for got in results:
+        for (i, s), (j, t) in zip(served.score_rows(rows(served.n_items)), got):
+            assert np.array_equal(i, j) and np.allclose(s, t)

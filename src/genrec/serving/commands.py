@@ -15,13 +15,14 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, stor
           api_key: str | None = None, max_batch: int = 64, max_wait_ms: float = 0.0,
           max_body_bytes: int = 1_000_000, imports: Sequence[str] = (), torch_threads: int | None = 1,
           access_log: bool = True, log_level: str = "info", switch_interval_ms: float = 0.5,
-          scoring_process: bool = False, quantize: str | None = None, rerank: str | None = None) -> None:
+          scoring_process: bool | int = False, quantize: str | None = None, rerank: str | None = None) -> None:
     """Serve the bundle in `model_dir` over HTTP with uvicorn (one process; micro-batching needs the
     requests in one place) until interrupted. store: SQLite file, 'sqlite:///path' or 'postgresql://...';
     api_key: enables /v1/admin/*; imports: modules that register models which are not built in;
     switch_interval_ms: the interpreter's thread switch interval (see `genrec.serving.app.tune_interpreter`);
-    scoring_process: score in a child process (see `genrec.serving.scorer`); quantize: 'int8' serves an 8-bit
-    copy of a Mult-VAE/DAE (about 4x less CPU per request on a 41k-item decoder; rankings change slightly);
+    scoring_process: score in a child process (see `genrec.serving.scorer`), or in that many (an int > 1);
+    quantize: 'int8' serves an 8-bit copy of a Mult-VAE/DAE (about 4x less CPU per request on a 41k-item decoder;
+    rankings change slightly);
     rerank: 'RANK:CANDIDATES' (e.g. '64:128') scores a Mult-VAE/DAE in two stages, a low-rank shortlist re-scored
     with the float32 output layer (see `genrec.serving.rerank`)."""
     import uvicorn

@@ -138,6 +138,10 @@ class ServiceMetrics:
                                 ("model", "class", "path", "fingerprint"))
         self.reloads = Counter("genrec_model_reloads_total", "Successful hot swaps of the model.")
 
+    def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        self.requests.inc(endpoint=endpoint, method=method, status=str(status))
+        self.latency.observe(seconds, endpoint=endpoint)
+
     def render(self) -> str:
         metrics = (self.requests, self.latency, self.batch_size, self.recommendations, self.unknown_items,
                    self.events, self.model_info, self.reloads)
@@ -167,5 +171,4 @@ class Instrumentation:
         finally:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.inc(endpoint=endpoint, method=scope["method"], status=str(status))
-            self.metrics.latency.observe(time.perf_counter() - start, endpoint=endpoint)
+            self.metrics.observe_request(endpoint, scope["method"], status, time.perf_counter() - start)

@@ -33,6 +33,14 @@ FilterValue = Scalar | Annotated[list[Scalar], Field(min_length=1, max_length=10
 Strategy = Literal["known_user", "fold_in", "popularity_fallback"]
 
 
+class ApiError(Exception):
+    """A request the service refuses: answered with `status` and {"message": message}."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
 def id_key(raw: int | str) -> str:
     """The text form under which ids are matched and stored."""
     return str(raw)
