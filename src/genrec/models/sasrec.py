@@ -48,7 +48,8 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
         return F.dropout(x, p, training)
     n = x.numel()
     bits = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64).view(torch.int16)[:n]
-    return x * (bits.view(x.shape) >= round(p * 65536) - 32768) * (1.0 / (1.0 - p))
+    keep = (bits.view(x.shape) >= round(p * 65536) - 32768).to(x.dtype).mul_(1.0 / (1.0 - p))  # no autograd
+    return x * keep
 
 
 class SelfAttentionBlock(nn.Module):
@@ -100,7 +101,7 @@ class SASRecNetwork(nn.Module):
 
     def encode(self, tokens: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """(B, T) left-padded tokens -> (B, T, dim) hidden states; padding positions are zero."""
-        valid = (tokens != PAD).unsqueeze(-1)
+        valid = (tokens != PAD).unsqueeze(-1).to(table.dtype)
         x = table[tokens] * math.sqrt(self.dim) + self.positions[self.max_len - tokens.shape[1] :]
         x = dropout(x, self.dropout, self.training) * valid
         mask = attention_mask(tokens, causal=True)
