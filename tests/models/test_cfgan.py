@@ -50,9 +50,14 @@ def _rows(item_lists, n_items, users=None):
 
 
 # negatives ---------------------------------------------------------------------------------------------------
+def _mask(sampler, rows, epoch):
+    """(B, n_items) bool: the sampler's negatives as a dense mask."""
+    return sampler(rows, epoch).to_dense(sampler.n_items) > 0
+
+
 def test_negatives_are_the_share_of_each_users_non_purchased_items():
     rows = _rows([[0, 1, 2], [], list(range(40)), [7]], 50)
-    mask = NegativeSampler(50, 0.7, seed=0, stream=1)(rows, epoch=0).numpy()
+    mask = _mask(NegativeSampler(50, 0.7, seed=0, stream=1), rows, epoch=0).numpy()
     bought = rows.to_dense(50).numpy() > 0
     np.testing.assert_array_equal(mask.sum(1), np.floor(0.7 * (50 - bought.sum(1))))  # 32, 35, 7, 34
     assert not (mask & bought).any(), "a purchased item is never a negative"
@@ -60,20 +65,62 @@ def test_negatives_are_the_share_of_each_users_non_purchased_items():
 
 def test_a_user_draws_the_same_negatives_in_every_pass_of_an_epoch_and_new_ones_next_epoch():
     sampler = NegativeSampler(50, 0.5, seed=3, stream=1)
-    alone = sampler(_rows([[1, 2]], 50, users=[9]), epoch=4)[0]
-    in_batch = sampler(_rows([[5], [1, 2], [6, 7]], 50, users=[2, 9, 11]), epoch=4)[1]
-    fresh = NegativeSampler(50, 0.5, seed=3, stream=1)(_rows([[1, 2]], 50, users=[9]), epoch=4)[0]
-    next_epoch = sampler(_rows([[1, 2]], 50, users=[9]), epoch=5)[0]
+    alone = _mask(sampler, _rows([[1, 2]], 50, users=[9]), epoch=4)[0]
+    in_batch = _mask(sampler, _rows([[5], [1, 2], [6, 7]], 50, users=[2, 9, 11]), epoch=4)[1]
+    fresh = _mask(NegativeSampler(50, 0.5, seed=3, stream=1), _rows([[1, 2]], 50, users=[9]), epoch=4)[0]
+    next_epoch = _mask(sampler, _rows([[1, 2]], 50, users=[9]), epoch=5)[0]
     assert torch.equal(alone, in_batch) and torch.equal(alone, fresh)
     assert not torch.equal(alone, next_epoch)
 
 
 def test_pm_and_zr_draw_independent_sets_and_a_zero_share_draws_none():
     rows = _rows([[0]], 200)
-    pm = NegativeSampler(200, 0.5, seed=0, stream=1)(rows, epoch=0)
-    zr = NegativeSampler(200, 0.5, seed=0, stream=2)(rows, epoch=0)
+    pm = _mask(NegativeSampler(200, 0.5, seed=0, stream=1), rows, epoch=0)
+    zr = _mask(NegativeSampler(200, 0.5, seed=0, stream=2), rows, epoch=0)
     assert 0.3 < (pm & zr).float().sum() / pm.float().sum() < 0.7  # about half overlap, as two independent draws
-    assert not NegativeSampler(200, 0.0, seed=0, stream=1)(rows, epoch=0).any()
+    assert not _mask(NegativeSampler(200, 0.0, seed=0, stream=1), rows, epoch=0).any()
+
+
+def test_max_negatives_caps_each_draw_and_keeps_it_uniform_and_batch_independent():
+    n_items, users = 5000, np.arange(400) * 7 + 3
+    rows = _rows([list(range(u % 50)) for u in range(400)], n_items, users=users)
+    sampler = NegativeSampler(n_items, 0.7, seed=0, stream=1, limit=40)
+    mask = _mask(sampler, rows, epoch=2)
+    assert (mask.sum(1) == 40).all() and not (mask & (rows.to_dense(n_items) > 0)).any()
+    some = _rows([list(range(u % 50)) for u in (5, 17)], n_items, users=users[[5, 17]])
+    assert torch.equal(_mask(NegativeSampler(n_items, 0.7, seed=0, stream=1, limit=40), some, epoch=2), mask[[5, 17]])
+    counts = mask[:, 50:].sum(0).float()  # items no user bought: each drawn 400 * 40 / ~4970 = 3.2 times on average
+    assert abs(counts.mean() - 400 * 40 / 4975) < 0.1 and counts.std() < 2.5
+
+
+def test_the_sparse_view_is_the_generated_vector_masked_by_purchases_and_pm_negatives():
+    net, batch = _network_and_batch()
+    view, zero_targets = net.fake(batch, epoch=1, zero_reconstruction=True)
+    with torch.no_grad():
+        dense = net.generate(batch)
+    mask = (batch.rows.to_dense(net.n_items) > 0) | _mask(net.pm_negatives, batch.rows, 1)
+    torch.testing.assert_close(view.to_dense(net.n_items), dense * mask)
+    zr = _mask(net.zr_negatives, batch.rows, 1)
+    torch.testing.assert_close(zero_targets.sort().values, dense[zr].sort().values)
+
+
+def test_g_output_at_the_losses_entries_only_gives_the_dense_losses_and_gradients():
+    torch.manual_seed(0)
+    m = sp.random(32, 3000, density=0.01, random_state=np.random.default_rng(0), format="csr", dtype=np.float32)
+    m.data[:] = 1.0
+    net = CFGANNetwork(3000, 0, (32,), (16,), s_pm=0.7, s_zr=0.7, alpha=0.5, g_l2=1e-3, d_l2=0.0, d_steps=1,
+                       g_steps=1, seed=0, max_negatives=20)
+    batch = CFGANBatch(sparse_rows(m), torch.zeros(32, 0))
+    sampled = net.generator_loss(batch, epoch=0)
+    sampled.backward()
+    grads = [p.grad.clone() for p in net.generator.parameters()]
+    net.zero_grad()
+    net.generator.output_at = lambda h, at: net.generator.output(h)[at.rows, at.indices]  # every column, then pick
+    dense = net.generator_loss(batch, epoch=0)
+    dense.backward()
+    torch.testing.assert_close(sampled, dense)
+    for got, want in zip(grads, (p.grad for p in net.generator.parameters())):
+        torch.testing.assert_close(got, want)
 
 
 def test_hashed_keys_are_uniform_and_fixed_by_their_inputs():

@@ -11,17 +11,19 @@ Two schemes keep G from the trivial answer "every item is 1":
   D sees r_hat_u * (e_u + k_u) and G must push those items towards 0 to look real;
 - zero reconstruction (ZR): another share s_zr of non-purchased items N_u^ZR is drawn, and G pays
   alpha * sum_{j in N_u^ZR} r_hat_uj^2 (their true value is 0).
+On a large catalogue `max_negatives` caps both draws (s = 0.7 of Gowalla's 41k items is ~28k a user).
 
 Losses (means over the batch, BCE on logits):
     D: -log D(e_u | c_u) - log(1 - D(r_hat_u * (e_u + k_u) | c_u)) + d_l2 * ||theta_D||^2 / 2
     G:  -log D(r_hat_u * (e_u + k_u) | c_u) + alpha * ZR + g_l2 * ||theta_G||^2 / 2
 Each epoch is d_steps passes updating D, then g_steps passes updating G (the Trainer's phases, one Adam per
-player). Both negative sets are drawn once per (epoch, user) from a hash of (seed, epoch, user, item), so D's
+player). Both negative sets are drawn once per (epoch, user) from a hash of (seed, epoch, user, ...), so D's
 and G's passes of an epoch see the same sets whatever the batching, and a resumed run replays them.
 
-Scores are G(c_u): a new user's history is scored with no retraining (fold-in). The condition enters through
-a sparse first layer (`SparseLinear`, shared with Mult-VAE); G's output and D's input vector are dense
-(B, n_items), one batch at a time.
+Sparse all the way in training: the condition c_u and D's input vector (zero outside e_u + k_u) enter
+through embedding bags, and G's output is computed only where a loss reads it (e_u, k_u and N_u^ZR; a
+sampled matrix product when those are a small part of the catalogue). The losses are the dense ones above.
+Scores are G(c_u), dense: a new user's history is scored with no retraining (fold-in).
 
 Deviations from the authors' ML-100K setting (their code: itemBased, G 400, D 125, 1 hidden layer each,
 reg_G 1e-3, Adam 1e-4, S_ZR = S_PM = 70% of non-purchased items, alpha 0.03, step_G 4, step_D 2, 750-1000
@@ -31,6 +33,7 @@ G passes): we are user-based (item-based CFGAN cannot fold in a new user), and D
 
 from __future__ import annotations
 
+import warnings
 from itertools import pairwise
 from typing import NamedTuple
 
@@ -47,16 +50,19 @@ from genrec.models.torch_base import TorchRecommender
 from genrec.training.data import SparseRows, sparse_rows
 from genrec.training.trainer import StepContext
 
-PM_STREAM, ZR_STREAM = 1, 2
+PM_STREAM, ZR_STREAM, CANDIDATE_STREAM = 1, 2, 16
 
 
 # negative sampling -----------------------------------------------------------------------------------------
-def hashed_uniform(seed: int, epoch: int, stream: int, users: np.ndarray, n_items: int) -> np.ndarray:
-    """(B, n_items) float64 in [0, 1): a fixed pseudo-random number per (seed, epoch, stream, user, item)
-    (splitmix64 finaliser on uint64, whose arithmetic wraps by definition)."""
+def hashed_uniform(seed: int, epoch: int, stream: int, users: np.ndarray, n_items: int,
+                   stride: int | None = None) -> np.ndarray:
+    """(B, n_items) float64 in [0, 1): a fixed pseudo-random number per (seed, epoch, stream, user, column)
+    (splitmix64 finaliser on uint64, whose arithmetic wraps by definition); the key of (user, column) is
+    user * stride + column (stride: n_items unless given)."""
     with np.errstate(over="ignore"):
         base = _mix64(np.array([seed, epoch, stream], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))
-        key = np.asarray(users, np.uint64)[:, None] * np.uint64(n_items) + np.arange(n_items, dtype=np.uint64)
+        key = (np.asarray(users, np.uint64)[:, None] * np.uint64(stride or n_items)
+               + np.arange(n_items, dtype=np.uint64))
         key ^= np.bitwise_xor.reduce(base)
         key = _mix64(key)
         key >>= np.uint64(11)
@@ -73,43 +79,81 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def entries(rows: torch.Tensor, items: torch.Tensor, values: torch.Tensor, users: torch.Tensor,
+            n_items: int) -> SparseRows:
+    """SparseRows of (row, item, value) triples, sorted by (row, item); `users` (B,) labels the rows."""
+    order = _argsort(rows * n_items + items)
+    rows = rows[order]
+    offsets = torch.zeros(len(users) + 1, dtype=torch.int64, device=rows.device)
+    offsets[1:] = torch.bincount(rows, minlength=len(users)).cumsum(0)
+    return SparseRows(items[order], offsets, values[order], rows, users)
+
+
 class NegativeSampler:
-    """Draws N_u(t): for user u in epoch t, exactly floor(ratio * #non-purchased) of u's non-purchased items,
-    without replacement: those with the smallest hashed keys (purchased items get key 2, never drawn). The
-    cut-off key of each user is found by one sort the first time the user appears in an epoch and cached, so
-    the epoch's other passes only recompute the keys."""
+    """Draws N_u(t): for user u in epoch t, exactly k_u = min(floor(ratio * #non-purchased), limit) of u's
+    non-purchased items, uniformly without replacement. Where k_u is at most a quarter of them, the first k_u
+    distinct non-purchased items of a hashed candidate list of 2 k_u + 32 draws (O(k_u) work); otherwise (or
+    in the rare case the list runs short) those with the k_u smallest hashed keys over the catalogue (one
+    selection per user and epoch, cached; purchased items get key 2, never drawn)."""
 
-    def __init__(self, n_items: int, ratio: float, seed: int, stream: int):
-        self.n_items, self.ratio, self.seed, self.stream = n_items, ratio, seed, stream
-        self.epoch, self.cutoffs = -1, torch.zeros(0, dtype=torch.float64)
-        self.last: tuple[int, bytes, torch.Tensor] | None = None  # D's and G's passes ask for the same batch
+    def __init__(self, n_items: int, ratio: float, seed: int, stream: int, limit: int | None = None):
+        self.n_items, self.ratio, self.seed, self.stream, self.limit = n_items, ratio, seed, stream, limit
+        self.epoch, self.cutoffs = -1, np.zeros(0)
+        self.last: tuple[int, bytes, SparseRows] | None = None  # D's and G's passes ask for the same batch
 
-    def __call__(self, rows: SparseRows, epoch: int) -> torch.Tensor:
-        """(B, n_items) bool mask of the batch users' negatives for `epoch`."""
-        device = rows.values.device
-        if self.ratio <= 0:
-            return torch.zeros(rows.batch_size, self.n_items, dtype=torch.bool, device=device)
-        users = rows.users.cpu()
-        tag = users.numpy().tobytes()
+    def __call__(self, rows: SparseRows, epoch: int) -> SparseRows:
+        """The batch users' negatives for `epoch` as sparse rows (values 1)."""
+        users = rows.users.cpu().numpy()
+        tag = users.tobytes()
         if self.last is not None and self.last[0] == epoch and self.last[1] == tag:
             return self.last[2]
-        keys = torch.from_numpy(hashed_uniform(self.seed, epoch, self.stream, users.numpy(), self.n_items))
-        keys[rows.rows.cpu(), rows.indices.cpu()] = 2.0
+        bought_rows, bought_items = rows.rows.cpu().numpy(), rows.indices.cpu().numpy()
+        free = self.n_items - np.bincount(bought_rows, minlength=len(users))
+        k = np.floor(self.ratio * free + 1e-9).astype(np.int64)
+        k = np.minimum(k, self.limit) if self.limit is not None else k
+        bought = bought_rows * self.n_items + bought_items
+        few = 4 * k <= free
+        r1, i1, short = self._from_candidates(epoch, np.flatnonzero(few), users, k, bought)
+        r2, i2 = self._by_selection(epoch, np.flatnonzero(~few | short), users, k, bought)
+        r, i = (torch.from_numpy(np.concatenate(x)).to(rows.values.device) for x in ((r1, r2), (i1, i2)))
+        out = entries(r, i, torch.ones(len(r), device=r.device), rows.users, self.n_items)
+        self.last = (epoch, tag, out)
+        return out
+
+    def _from_candidates(self, epoch: int, which: np.ndarray, users, k, bought) -> tuple[np.ndarray, ...]:
+        """(rows, items, short (B,) bool) for the batch rows `which`: each takes the first k distinct
+        non-purchased items among its 2k + 32 hashed draws (the key of draw j does not depend on the batch)."""
+        short = np.zeros(len(users), bool)
+        if not len(which) or not k[which].any():
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), short
+        width = 2 * k[which] + 32
+        u = hashed_uniform(self.seed, epoch, self.stream + CANDIDATE_STREAM, users[which],
+                           int(width.max()), stride=1 << 32)
+        keys = which[:, None] * self.n_items + (u * self.n_items).astype(np.int64)
+        ok = (np.arange(u.shape[1])[None, :] < width[:, None]) & ~np.isin(keys, bought)
+        first = np.zeros(keys.size, bool)
+        first[np.unique(np.where(ok, keys, -1).ravel(), return_index=True)[1]] = True
+        ok &= first.reshape(keys.shape)
+        rank = np.cumsum(ok, axis=1)
+        take = ok & (rank <= k[which][:, None])
+        short[which] = rank[:, -1] < k[which]
+        take[short[which]] = False
+        return keys[take] // self.n_items, keys[take] % self.n_items, short
+
+    def _by_selection(self, epoch: int, which: np.ndarray, users, k, bought) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, items) for the batch rows `which`: the k smallest hashed keys over the whole catalogue."""
+        if not len(which) or not k[which].any():
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        keys = hashed_uniform(self.seed, epoch, self.stream, users[which], self.n_items)
+        pos = np.flatnonzero(np.isin(bought // self.n_items, which))
+        keys[np.searchsorted(which, bought[pos] // self.n_items), bought[pos] % self.n_items] = 2.0
         if epoch != self.epoch or len(self.cutoffs) <= int(users.max()):
-            size = max(int(users.max()) + 1, len(self.cutoffs))
-            self.cutoffs = torch.full((size,), float("nan"), dtype=torch.float64)
-            self.epoch = epoch
-        missing = torch.isnan(self.cutoffs[users]).nonzero().flatten()
-        if len(missing):
-            n_bought = torch.bincount(rows.rows.cpu(), minlength=rows.batch_size)
-            n_draw = torch.floor(self.ratio * (self.n_items - n_bought).double() + 1e-9).long()
-            rows_np = keys.numpy()
-            for i in missing.tolist():  # the n_draw-th smallest key is the cut-off: a selection, not a sort
-                k = int(n_draw[i])  # (numpy's introselect: ~0.1 ms a row; torch.kthvalue on a row: ~8 ms)
-                self.cutoffs[users[i]] = float(np.partition(rows_np[i], k - 1)[k - 1]) if k > 0 else -1.0
-        mask = (keys <= self.cutoffs[users][:, None]).to(device)
-        self.last = (epoch, tag, mask)
-        return mask
+            self.cutoffs, self.epoch = np.full(max(int(users.max()) + 1, len(self.cutoffs)), np.nan), epoch
+        for row in np.flatnonzero(np.isnan(self.cutoffs[users[which]])).tolist():
+            n = int(k[which[row]])  # the n-th smallest key is the cut-off: a selection (introselect), not a sort
+            self.cutoffs[users[which[row]]] = float(np.partition(keys[row], n - 1)[n - 1]) if n > 0 else -1.0
+        row, items = np.nonzero(keys <= self.cutoffs[users[which]][:, None])
+        return which[row], items
 
 
 # the networks -------------------------------------------------------------------------------------------------
@@ -120,16 +164,51 @@ class CFGANBatch(NamedTuple):
     features: torch.Tensor
 
 
+def _csr(offsets: torch.Tensor, columns: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    with warnings.catch_warnings():  # torch warns once that sparse CSR support is "in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(offsets, columns, values, size, check_invariants=False)
+
+
+class SampledLinear(torch.autograd.Function):
+    """(nnz,) h @ weight.T + bias at the (row, item) entries of a CSR pattern only: a sampled dense-dense product
+    forward, two sparse-dense products backward; O(nnz * hidden) work instead of O(B * n_items * hidden)."""
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, offsets, items, rows):
+        pattern = _csr(offsets, items, torch.zeros(len(items), dtype=h.dtype, device=h.device),
+                       (h.shape[0], weight.shape[0]))
+        ctx.save_for_backward(h, weight, offsets, items, rows)
+        return torch.sparse.sampled_addmm(pattern, h, weight.t(), beta=0.0).values() + bias[items]
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, weight, offsets, items, rows = ctx.saved_tensors
+        grad, n = grad.contiguous().to(weight.dtype), weight.shape[0]
+        d_h = d_weight = d_bias = None
+        if ctx.needs_input_grad[0]:
+            d_h = _csr(offsets, items, grad, (h.shape[0], n)) @ weight
+        if ctx.needs_input_grad[1]:  # the transposed pattern: entries grouped by item
+            order = _argsort(items)
+            by_item = torch.zeros(n + 1, dtype=torch.int64, device=items.device)
+            by_item[1:] = torch.bincount(items, minlength=n).cumsum(0)
+            d_weight = _csr(by_item, rows[order], grad[order], (n, h.shape[0])) @ h
+        if ctx.needs_input_grad[2]:
+            d_bias = torch.zeros(n, dtype=grad.dtype, device=grad.device).index_add_(0, items, grad)
+        return d_h, d_weight, d_bias, None, None, None
+
+
 class ConditionedMLP(nn.Module):
-    """Sigmoid MLP on [dense vector r (optional), sparse condition c_u, attributes a_u] -> out_features.
-    The first layer's three blocks of weights are applied separately, so c_u is never densified."""
+    """Sigmoid MLP on [sparse vector r (optional), sparse condition c_u, attributes a_u] -> out_features.
+    The first layer's three blocks of weights are applied separately, as embedding bags for r and c_u."""
 
     def __init__(self, n_items: int, n_features: int, hidden_dims: tuple[int, ...], out_features: int,
                  takes_vector: bool):
         super().__init__()
         first = hidden_dims[0]
         self.condition = SparseLinear(n_items, first)
-        self.vector = nn.Linear(n_items, first, bias=False) if takes_vector else None
+        self.vector = nn.EmbeddingBag(n_items, first, mode="sum", include_last_offset=True,  # (n_items, first)
+                                      _weight=torch.empty(n_items, first)) if takes_vector else None
         self.features = nn.Linear(n_features, first, bias=False) if n_features else None
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(hidden_dims))
         self.output = nn.Linear(hidden_dims[-1], out_features)
@@ -142,28 +221,38 @@ class ConditionedMLP(nn.Module):
         extra = [m.weight for m in (self.vector, self.features) if m is not None]
         return [self.condition.weight, *extra, *(layer.weight for layer in [*self.hidden, self.output])]
 
-    def forward(self, batch: CFGANBatch, vector: torch.Tensor | None = None) -> torch.Tensor:
+    def last_hidden(self, batch: CFGANBatch, vector: SparseRows | None = None) -> torch.Tensor:
+        """(B, hidden_dims[-1]) the last hidden layer's activations."""
         h = self.condition(batch.rows, batch.rows.values)
         if self.vector is not None:
-            h = h + self.vector(vector)
+            h = h + self.vector(vector.indices, vector.offsets, per_sample_weights=vector.values)
         if self.features is not None:
             h = h + self.features(batch.features)
         for layer in self.hidden:
             h = layer(torch.sigmoid(h))
-        return self.output(torch.sigmoid(h))
+        return torch.sigmoid(h)
+
+    def forward(self, batch: CFGANBatch, vector: SparseRows | None = None) -> torch.Tensor:
+        return self.output(self.last_hidden(batch, vector))
+
+    def output_at(self, h: torch.Tensor, at: SparseRows) -> torch.Tensor:
+        """(nnz,) output logits at `at`'s (row, item) entries only."""
+        if 4 * len(at.indices) >= h.shape[0] * self.output.out_features:  # most of the catalogue: one product
+            return self.output(h)[at.rows, at.indices]
+        return SampledLinear.apply(h, self.output.weight, self.output.bias, at.offsets, at.indices, at.rows)
 
 
 class CFGANNetwork(nn.Module):
     def __init__(self, n_items: int, n_features: int, hidden_dims_g: tuple[int, ...],
                  hidden_dims_d: tuple[int, ...], s_pm: float, s_zr: float, alpha: float, g_l2: float,
-                 d_l2: float, d_steps: int, g_steps: int, seed: int):
+                 d_l2: float, d_steps: int, g_steps: int, seed: int, max_negatives: int | None = None):
         super().__init__()
         self.generator = ConditionedMLP(n_items, n_features, hidden_dims_g, n_items, takes_vector=False)
         self.discriminator = ConditionedMLP(n_items, n_features, hidden_dims_d, 1, takes_vector=True)
         self.n_items, self.alpha = n_items, alpha
         self.g_l2, self.d_l2, self.d_steps, self.g_steps = g_l2, d_l2, d_steps, g_steps
-        self.pm_negatives = NegativeSampler(n_items, s_pm, seed, PM_STREAM)
-        self.zr_negatives = NegativeSampler(n_items, s_zr, seed, ZR_STREAM)
+        self.pm_negatives = NegativeSampler(n_items, s_pm, seed, PM_STREAM, max_negatives)
+        self.zr_negatives = NegativeSampler(n_items, s_zr, seed, ZR_STREAM, max_negatives)
         self.d_counts: dict[int, list[float]] = {}  # epoch -> [real judged real, fake judged fake, users]
 
     # the two players, one Adam each, D's passes before G's ------------------------------------------------------
@@ -180,15 +269,27 @@ class CFGANNetwork(nn.Module):
         """(B, n_items) r_hat_u in (0, 1)."""
         return torch.sigmoid(self.generator(batch))
 
-    def view(self, rows: SparseRows, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(real e_u, D's view e_u + k_u of a fake vector), each (B, n_items) float32."""
-        real = rows.to_dense(self.n_items).clamp(max=1.0)
-        return real, (real > 0).float() + self.pm_negatives(rows, epoch).float()
+    def fake(self, batch: CFGANBatch, epoch: int, zero_reconstruction: bool = False
+             ) -> tuple[SparseRows, torch.Tensor | None]:
+        """D's view of the fake vector, r_hat_u * (e_u + k_u) as sparse rows, and (if asked) r_hat_u at N_u^ZR
+        (nnz,); G's output is computed once at the union of those entries."""
+        rows, n = batch.rows, self.n_items
+        parts = [rows, self.pm_negatives(rows, epoch)]
+        if zero_reconstruction:
+            parts.append(self.zr_negatives(rows, epoch))
+        keys = [p.rows * n + p.indices for p in parts]
+        union, inverse = _unique(torch.cat(keys))
+        at = entries(union // n, union % n, torch.ones(len(union), device=union.device), rows.users, n)
+        r_hat = torch.sigmoid(self.generator.output_at(self.generator.last_hidden(batch), at))
+        positions = inverse.split([len(k) for k in keys])
+        view = entries(torch.cat([parts[0].rows, parts[1].rows]), torch.cat([parts[0].indices, parts[1].indices]),
+                       r_hat[torch.cat(positions[:2])], rows.users, n)
+        return view, (r_hat[positions[2]] if zero_reconstruction else None)
 
     def discriminator_loss(self, batch: CFGANBatch, epoch: int) -> torch.Tensor:
-        real, view = self.view(batch.rows, epoch)
+        real = batch.rows._replace(values=batch.rows.values.clamp(max=1.0))
         with torch.no_grad():
-            fake = self.generate(batch) * view
+            fake, _ = self.fake(batch, epoch)
         d_real = self.discriminator(batch, real).squeeze(1)
         d_fake = self.discriminator(batch, fake).squeeze(1)
         counts = self.d_counts.setdefault(epoch, [0.0, 0.0, 0.0])
@@ -197,20 +298,17 @@ class CFGANNetwork(nn.Module):
         counts[2] += len(d_real)
         loss = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
                 + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
-        return loss + self.d_l2 * _half_squared_norm(self.discriminator)
+        return loss + self.d_l2 * _half_squared_norm(self.discriminator) if self.d_l2 else loss
 
     def generator_loss(self, batch: CFGANBatch, epoch: int) -> torch.Tensor:
-        _, view = self.view(batch.rows, epoch)
-        fake = self.generate(batch)
+        fake, zero_targets = self.fake(batch, epoch, zero_reconstruction=bool(self.alpha))
         self.discriminator.requires_grad_(False)  # D is only differentiated through, not updated, here
-        d_fake = self.discriminator(batch, fake * view).squeeze(1)
+        d_fake = self.discriminator(batch, fake).squeeze(1)
         self.discriminator.requires_grad_(True)
         loss = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
-        if self.alpha:
-            zero_reconstruction = (fake.pow(2) * self.zr_negatives(batch.rows, epoch)).sum(dim=1).mean()
-            loss = loss + self.alpha * zero_reconstruction
-        return loss + self.g_l2 * _half_squared_norm(self.generator)
-
+        if self.alpha:  # sum over each user's N_u^ZR of r_hat^2, mean over the batch
+            loss = loss + self.alpha * zero_targets.pow(2).sum() / batch.rows.batch_size
+        return loss + self.g_l2 * _half_squared_norm(self.generator) if self.g_l2 else loss
     def training_step(self, batch: CFGANBatch, ctx: StepContext) -> list[tuple[str, torch.Tensor]]:
         if ctx.phase.startswith("discriminator"):
             return [("discriminator", self.discriminator_loss(batch, ctx.epoch))]
@@ -225,9 +323,42 @@ class CFGANNetwork(nn.Module):
         return self.generate(batch)
 
 
+def _argsort(keys: torch.Tensor) -> torch.Tensor:
+    """A stable argsort; numpy's on CPU (torch's CPU sort runs on the thread pool, and on a busy machine it was
+    10-100x slower than numpy's, and slower still on keys that come in sorted runs)."""
+    if keys.device.type == "cpu":
+        return torch.from_numpy(np.argsort(keys.numpy(), kind="stable"))
+    return torch.argsort(keys, stable=True)
+
+
+def _unique(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sorted distinct keys, each key's position among them), as torch.unique(return_inverse=True)."""
+    order = _argsort(keys)
+    ordered = keys[order]
+    new = torch.ones_like(ordered, dtype=torch.bool)
+    new[1:] = ordered[1:] != ordered[:-1]
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.cumsum(new, 0) - 1
+    return ordered[new], inverse
+
+
+class HalfSquaredNorm(torch.autograd.Function):
+    """sum of w^2 / 2 over the given tensors (TensorFlow's l2_loss): one read of each forward and one scaled
+    copy backward, where autograd of w.pow(2).sum() makes several passes over G's two 41k x 400 tables."""
+
+    @staticmethod
+    def forward(ctx, *weights):
+        ctx.save_for_backward(*weights)
+        return torch.stack([torch.linalg.vector_norm(w).square() for w in weights]).sum() / 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        return tuple(w * grad for w in ctx.saved_tensors)
+
+
 def _half_squared_norm(module: nn.Module) -> torch.Tensor:
     """sum of w^2 / 2 over every parameter (TensorFlow's l2_loss, as the authors' reg_G and reg_D)."""
-    return sum(p.pow(2).sum() for p in module.parameters()) / 2
+    return HalfSquaredNorm.apply(*module.parameters())
 
 
 # the training data: users' rows and their attributes -------------------------------------------------------
@@ -276,12 +407,15 @@ class CFGAN(TorchRecommender):
     def __init__(self, hidden_dims_g: tuple[int, ...] = (400,), hidden_dims_d: tuple[int, ...] = (125,),
                  s_pm: float = 0.7, s_zr: float = 0.7, alpha: float = 0.03, g_l2: float = 1e-3, d_l2: float = 0.0,
                  d_steps: int = 2, g_steps: int = 4, epochs: int = 250, batch_size: int = 32, lr: float = 1e-4,
-                 user_features: list[str] | None = None, seed: int = 0, train_options: dict | None = None):
+                 user_features: list[str] | None = None, max_negatives: int | None = None, seed: int = 0,
+                 train_options: dict | None = None):
         """hidden_dims_g / hidden_dims_d: hidden layer sizes of G and D (sigmoid); s_pm, s_zr: shares of each
         user's non-purchased items drawn per epoch for partial masking and zero reconstruction (0 turns a
         scheme off); alpha: ZR weight; g_l2, d_l2: L2 on each player's parameters (sum w^2 / 2); each epoch
         is d_steps passes updating D, then g_steps updating G (250 epochs = the authors' 1000 G passes);
         user_features: user attribute columns one-hot encoded into both players' condition (None: none);
+        max_negatives: at most this many PM and this many ZR negatives per user and epoch (None: the shares
+        alone; for large catalogues, where the shares give tens of thousands a user);
         train_options: how to train (patience, monitor, checkpoint_dir, device, ...; see TrainOptions)."""
         self.hidden_dims_g = hidden_dims_g
         self.hidden_dims_d = hidden_dims_d
@@ -296,6 +430,7 @@ class CFGAN(TorchRecommender):
         self.batch_size = batch_size
         self.lr = lr
         self.user_features = user_features
+        self.max_negatives = max_negatives
         self.seed = seed
         self.train_options = train_options
 
@@ -324,6 +459,8 @@ class CFGAN(TorchRecommender):
         for name in ("s_pm", "s_zr"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} is a share of non-purchased items in [0, 1], got {getattr(self, name)!r}")
+        if self.max_negatives is not None and self.max_negatives < 1:
+            raise ValueError(f"max_negatives must be at least 1 (or None), got {self.max_negatives!r}")
         if self.d_steps < 1 or self.g_steps < 1:
             raise ValueError(f"d_steps and g_steps must be at least 1, got {self.d_steps} and {self.g_steps}")
 
@@ -352,7 +489,7 @@ class CFGAN(TorchRecommender):
     def _build_module(self) -> CFGANNetwork:
         return CFGANNetwork(self.n_items_, len(self.feature_names_), tuple(self.hidden_dims_g),
                             tuple(self.hidden_dims_d), self.s_pm, self.s_zr, self.alpha, self.g_l2, self.d_l2,
-                            self.d_steps, self.g_steps, self.seed)
+                            self.d_steps, self.g_steps, self.seed, self.max_negatives)
 
     def _training_data(self, train: Interactions) -> UserRows:
         return UserRows(train.csr(binary=True), self.user_feature_rows(train.histories()))
@@ -373,4 +510,7 @@ class CFGAN(TorchRecommender):
         self.feature_names_ = list(meta.get("feature_names_", []))
         self.known_user_features_ = np.asarray(arrays.pop("known_user_features", np.zeros((0, 0), np.float32)))
         self.known_user_ids_ = np.asarray(meta.get("known_user_ids_", []))
+        vector, n_items = arrays.get("discriminator.vector.weight"), arrays["generator.condition.weight"].shape[0]
+        if vector is not None and vector.shape[1] == n_items != vector.shape[0]:  # saved before D's input was sparse
+            arrays["discriminator.vector.weight"] = np.ascontiguousarray(np.asarray(vector).T)
         super()._set_state(arrays, meta)
