@@ -13,8 +13,9 @@ import torch
 
 from genrec.data.interactions import Histories, Interactions
 from genrec.data.splits import split_strong_generalization
-from genrec.models.cfgan import CFGAN, CFGANBatch, CFGANNetwork, NegativeSampler, hashed_uniform
+from genrec.models.cfgan import CFGAN, CFGANBatch, CFGANNetwork
 from genrec.training.data import sparse_rows
+from genrec.training.negatives import NegativeSampler, hashed_uniform
 from tests.conftest import block_interactions
 from tests.models.contract import RecommenderContract
 
