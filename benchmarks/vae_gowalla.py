@@ -418,8 +418,13 @@ def main(argv: list[str] | None = None) -> None:
         (RUNS / f"{stage}.json").write_text(json.dumps(result))
     lines = report()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
+    old = args.out.read_text() if args.out.exists() else ""
+    notes = old[old.index(NOTES):] if NOTES in old else NOTES + "\n"  # hand-written notes survive a rerun
+    args.out.write_text("\n".join(lines) + "\n" + notes)
     print("\n".join(lines))
+
+
+NOTES = "<!-- hand-written notes below: kept when the stages above are rerun -->"
 
 
 def report() -> list[str]:
@@ -430,7 +435,7 @@ def report() -> list[str]:
         if stage in stages:
             s = stages[stage]
             lines += [f"- `{stage}` stage, finished {s['finished']} after {s['stage_minutes']:.1f} min: "
-                      f"`flock /tmp/genrec-heavy.lock timeout 900 env OMP_NUM_THREADS=2 .venv/bin/{s['command']}`"]
+                      f"`env OMP_NUM_THREADS=2 .venv/bin/{s['command']}` (under the heavy lock)"]
     first = stages.get("speed") or next(iter(stages.values()), None)  # the machine as the latest timings saw it
     lines += ["", *(first["machine"] if first else []), ""]
     lines += speed_section(stages["speed"]) if "speed" in stages else []
