@@ -383,15 +383,15 @@ def tune_interpreter(switch_interval_ms: float = 0.5) -> None:
     sys.setswitchinterval(switch_interval_ms / 1000.0)
 
 
-def _processes(setting: str) -> int:
-    """GENREC_SCORING_PROCESS: '', '0' or 'false': none; '1' or 'true': one; N: N."""
-    setting = setting.strip().lower()
-    if setting in ("", "false", "no"):
+def _switch(name: str, default: str) -> int:
+    """An environment switch or count: '', 0, false, no, off -> 0; true, yes, on -> 1; N -> N (any case)."""
+    setting = os.environ.get(name, default).strip().lower()
+    if setting in ("", "false", "no", "off"):
         return 0
-    if setting in ("true", "yes"):
+    if setting in ("true", "yes", "on"):
         return 1
     if not setting.isdigit():
-        raise ValueError(f"GENREC_SCORING_PROCESS must be 0, 1, a number of processes or true/false, got {setting!r}")
+        raise ValueError(f"{name} must be 0, 1, a count or true/false, got {setting!r}")
     return int(setting)
 
 
@@ -411,6 +411,6 @@ def app_from_env() -> FastAPI:
                       api_key=env.get("GENREC_API_KEY") or None, max_batch=int(env.get("GENREC_MAX_BATCH", 64)),
                       max_wait_ms=float(env.get("GENREC_MAX_WAIT_MS", 0.0)), imports=imports,
                       torch_threads=int(env.get("GENREC_TORCH_THREADS", 1)) or None,
-                      scoring_process=_processes(env.get("GENREC_SCORING_PROCESS", "0")),
+                      scoring_process=_switch("GENREC_SCORING_PROCESS", "0"),
                       quantize=env.get("GENREC_QUANTIZE") or None, rerank=env.get("GENREC_RERANK") or None,
-                      fast_path=env.get("GENREC_FAST_PATH", "1") not in ("", "0", "false"))
+                      fast_path=bool(_switch("GENREC_FAST_PATH", "1")))
