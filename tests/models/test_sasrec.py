@@ -114,6 +114,24 @@ def test_each_loss_trains_and_its_loss_goes_down(loss, sampling):
     assert np.isfinite(losses).all() and losses[-1] < 0.9 * losses[0], losses
 
 
+def test_xavier_embedding_init_matches_the_reference_scale_and_still_learns_cycles():
+    model = tiny_sasrec(embedding_init="xavier", epochs=20, train_options={**FAST, "patience": 3})
+    beats_popularity_on_cycles(model)
+    net = model.module_
+    n_tokens, dim = net.items.weight.shape
+    fresh = type(net)(model.n_items_, model.max_len, dim, model.n_blocks, model.n_heads, 0.0, "ce", 16, "uniform",
+                      torch.ones(model.n_items_), embedding_init="xavier")
+    assert abs(fresh.items.weight.std().item() - (2 / (n_tokens + dim)) ** 0.5) < 0.2 * (2 / (n_tokens + dim)) ** 0.5
+    scaled = type(net)(model.n_items_, model.max_len, dim, model.n_blocks, model.n_heads, 0.0, "ce", 16, "uniform",
+                       torch.ones(model.n_items_))
+    assert abs(scaled.items.weight.std().item() - dim**-0.5) < 0.2 * dim**-0.5
+
+
+def test_unknown_embedding_init_is_named():
+    with pytest.raises(ValueError, match="embedding_init must be one of"):
+        tiny_sasrec(embedding_init="orthogonal").fit(block_interactions())
+
+
 def test_unknown_loss_is_named():
     with pytest.raises(ValueError, match="loss must be one of"):
         tiny_sasrec(loss="hinge").fit(block_interactions())

@@ -60,8 +60,42 @@ def test_a_sasrec_training_step_gives_the_same_loss_and_gradients_as_plain_cross
         return loss.detach(), {name: p.grad.clone() for name, p in net.named_parameters()}
 
     ours, our_grads = step()
-    monkeypatch.setattr(sasrec, "linear_cross_entropy", lambda h, w, y: F.cross_entropy(h @ w.T, y))
+    monkeypatch.setattr(sasrec, "linear_cross_entropy", lambda h, w, y, **_: F.cross_entropy(h @ w.T, y))
     plain, grads = step()
     torch.testing.assert_close(ours, plain, atol=1e-5, rtol=1e-5)
     for name, grad in grads.items():
         torch.testing.assert_close(our_grads[name], grad, atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_bfloat16_products_stay_within_a_fraction_of_a_percent_of_float32():
+    g = torch.Generator().manual_seed(0)
+    hidden, weight = torch.randn(300, 32, generator=g), torch.randn(3000, 32, generator=g) * 0.3
+    targets = torch.randint(3000, (300,), generator=g)
+    h, w = hidden.double().requires_grad_(), weight.double().requires_grad_()
+    reference = F.cross_entropy(h @ w.T, targets)
+    gh, gw = torch.autograd.grad(reference, (h, w))
+    h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    low = linear_cross_entropy(h, w, targets, chunk_rows=64, low_precision=True)
+    our_gh, our_gw = torch.autograd.grad(low, (h, w))
+    assert low.dtype == our_gh.dtype == our_gw.dtype == torch.float32
+    assert abs(low.item() - reference.item()) <= 1e-3 * reference.item()
+    assert (our_gh.double() - gh).norm() <= 1e-2 * gh.norm() and (our_gw.double() - gw).norm() <= 1e-2 * gw.norm()
+    exact = linear_cross_entropy(hidden, weight, targets, chunk_rows=64)
+    assert abs(exact.item() - reference.item()) <= 1e-5 * reference.item()  # float32 is the default
+
+
+def test_sasrec_under_cpu_autocast_takes_the_bfloat16_loss_and_trains():
+    from tests.models.test_sasrec import blocks_split, tiny_sasrec
+
+    split = blocks_split()
+    model = tiny_sasrec(epochs=6, train_options={"progress": False, "amp_cpu": True}).fit(split.train)
+    losses = [r["loss"] for r in model.history_]
+    assert losses[-1] < 0.9 * losses[0], losses
+    net = model.module_.train()
+    tokens = torch.tensor([[0, 0, 3, 7, 9, 12, 4], [5, 6, 7, 8, 9, 10, 11]])
+    torch.manual_seed(1)
+    exact = net.training_step(tokens, None)
+    torch.manual_seed(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = net.training_step(tokens, None)
+    assert low.dtype == torch.float32 and abs(low.item() - exact.item()) <= 2e-2 * exact.item()

@@ -37,6 +37,7 @@ from genrec.training.sequences import (
 from genrec.training.trainer import StepContext
 
 LOSSES = ("ce", "sampled", "bce")
+INITS = ("scaled", "xavier")
 SAMPLINGS = ("uniform", "popularity")
 
 
@@ -88,12 +89,18 @@ def attention_mask(tokens: torch.Tensor, causal: bool) -> torch.Tensor:
 class SASRecNetwork(nn.Module):
     def __init__(self, n_items: int, max_len: int, dim: int, n_blocks: int, n_heads: int, dropout: float,
                  loss: str, n_negatives: int, sampling: str, item_counts: torch.Tensor,
-                 features: FeatureIndex | None = None):
+                 features: FeatureIndex | None = None, embedding_init: str = "scaled"):
+        """embedding_init: 'scaled', item embeddings N(0, 1/dim) and positions N(0, 0.02^2); 'xavier', both
+        Xavier-normal, N(0, 2 / (rows + dim)), as the reference implementations (Kang's TensorFlow code, pmixer's
+        PyTorch port): item inputs ~10x smaller than 'scaled' and positions of the same order as items."""
         super().__init__()
         self.n_items, self.max_len, self.dim = n_items, max_len, dim
         self.loss_name, self.n_negatives, self.dropout = loss, n_negatives, dropout
-        self.items = ItemEmbedding(n_items + 1, dim, features)
-        self.positions = nn.Parameter(torch.randn(max_len, dim) * 0.02)
+        xavier = embedding_init == "xavier"
+        self.items = ItemEmbedding(n_items + 1, dim, features,
+                                   std=math.sqrt(2.0 / (n_items + 1 + dim)) if xavier else None)
+        position_std = math.sqrt(2.0 / (max_len + dim)) if xavier else 0.02
+        self.positions = nn.Parameter(torch.randn(max_len, dim) * position_std)
         self.blocks = nn.ModuleList(SelfAttentionBlock(dim, n_heads, dropout, dim) for _ in range(n_blocks))
         self.norm = nn.LayerNorm(dim)
         q = item_counts + 1.0 if sampling == "popularity" else torch.ones(n_items)
@@ -122,8 +129,9 @@ class SASRecNetwork(nn.Module):
         where = targets != PAD
         h, y = hidden[where], targets[where] - 1  # (P, dim), (P,) item indices
         if self.loss_name == "ce":  # on CPU chunked, never holding the (P, n_items) logits; the same value
-            if h.device.type == "cpu":
-                return linear_cross_entropy(h, table[1:], y)
+            if h.device.type == "cpu":  # under CPU autocast (TrainOptions.amp_cpu) its products in bfloat16
+                return linear_cross_entropy(h.float(), table[1:], y,
+                                            low_precision=torch.is_autocast_enabled("cpu"))
             return F.cross_entropy(h @ table[1:].T, y)
         if self.loss_name == "sampled":
             return self.sampled_softmax(h, y, table)
@@ -152,13 +160,14 @@ class SASRec(SequenceRecommender):
 
     def __init__(self, max_len: int = 50, dim: int = 64, n_blocks: int = 2, n_heads: int = 1, dropout: float = 0.2,
                  loss: str = "ce", n_negatives: int = 256, sampling: str = "uniform",
-                 item_features: list[str] | None = None, epochs: int = 200, batch_size: int = 128, lr: float = 1e-3,
-                 seed: int = 0, train_options: dict | None = None):
+                 item_features: list[str] | None = None, embedding_init: str = "scaled", epochs: int = 200,
+                 batch_size: int = 128, lr: float = 1e-3, seed: int = 0, train_options: dict | None = None):
         """max_len: items of history read; dim: embedding and hidden size; dropout: on embeddings, attention and
         feed-forward outputs (0.2 in the paper for dense data, 0.5 for sparse; tune on validation);
         loss: 'ce' | 'sampled' | 'bce'; n_negatives and sampling ('uniform' | 'popularity'): for 'sampled';
         item_features: item attribute columns (categories, `|`-joined tags) embedded into the item embedding;
-        train_options: how to train (monitor, patience, eval_every, ...; see TrainOptions)."""
+        embedding_init: 'scaled' | 'xavier' (see SASRecNetwork); train_options: how to train (monitor, patience,
+        eval_every, ...; see TrainOptions)."""
         self.max_len = max_len
         self.dim = dim
         self.n_blocks = n_blocks
@@ -168,6 +177,7 @@ class SASRec(SequenceRecommender):
         self.n_negatives = n_negatives
         self.sampling = sampling
         self.item_features = item_features
+        self.embedding_init = embedding_init
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -180,12 +190,15 @@ class SASRec(SequenceRecommender):
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
+        if self.embedding_init not in INITS:
+            raise ValueError(f"embedding_init must be one of {', '.join(INITS)}, got {self.embedding_init!r}")
         if self.loss == "sampled" and self.n_negatives < 1:
             raise ValueError(f"n_negatives must be positive for loss='sampled', got {self.n_negatives!r}")
 
     def _build_module(self) -> SASRecNetwork:
         return SASRecNetwork(self.n_items_, self.max_len, self.dim, self.n_blocks, self.n_heads, self.dropout,
-                             self.loss, self.n_negatives, self.sampling, self._sampling_counts(), self.item_features_)
+                             self.loss, self.n_negatives, self.sampling, self._sampling_counts(), self.item_features_,
+                             self.embedding_init)
 
     def _training_data(self, train: Interactions) -> SequenceWindows:
         return SequenceWindows(train.histories(), self.max_len + 1, stride=self.max_len)

@@ -56,7 +56,8 @@ class TrainOptions(pydantic.BaseModel):
     checkpoint_dir: str | None = None
     resume: bool = True
     device: str = "auto"
-    amp: bool = True
+    amp: bool = True  # bfloat16 autocast on GPU (float32 weights, gradients and optimizer state)
+    amp_cpu: bool = False  # ... and on CPU: opt-in, for CPUs with bfloat16 instructions (AVX512-BF16, AMX)
     progress: bool | None = None
     log_every: int = 50
     max_batches_per_epoch: int | None = None
@@ -279,7 +280,8 @@ class Trainer:
         return {k: sums[k] / counts[k] for k in sums}, step
 
     def _losses(self, net, batch, ctx: StepContext, phase: str | None) -> Iterator[tuple[str, torch.Tensor]]:
-        use_amp = self.options.amp and self.device.type == "cuda"
+        use_amp = self.options.amp and (self.device.type == "cuda"
+                                        or (self.device.type == "cpu" and self.options.amp_cpu))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
             out = net(batch, ctx) if isinstance(net, torch.nn.parallel.DistributedDataParallel) else \
                 net.training_step(batch, ctx)
