@@ -116,7 +116,7 @@ def test_rerank_settings_are_checked_with_a_message_naming_them(multvae_dir, bun
 
 
 def test_a_request_gets_the_same_items_alone_or_in_a_batch(exact):
-    # one or two rows take a float32 shortlist, three or more an int8 one: the exact re-scoring hides it
+    # the int8 shortlist quantises the activations per batch: the exact re-scoring hides it
     rows = history_rows(exact)[:60]
     two_stage = TwoStageScorer(exact, rank=16, candidates=40)
     together = two_stage.score_rows(rows)

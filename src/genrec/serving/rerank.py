@@ -5,11 +5,12 @@ user (600 x 40,981 = 24.6 M on Gowalla), and at small batches the time goes into
 truncated SVD W ≈ U_r diag(s_r) V_r^T gives approximate logits for r * (d + n_items) multiply-adds (rank 64:
 2.7 M, 10.5 MB of weights). So, per batch of requests:
 
-1. the network up to the output layer, as the model scores: h (B, d), the output layer's input;
+1. the network up to the output layer, as the model scores: h (B, d), the output layer's input (in numpy: at
+   one to a few users these layers are a dozen tiny operations, and numpy's per-call cost is a fifth of torch's);
 2. approximate logits h W_r^T + bias, with W_r = W V_r V_r^T the best rank-r approximation of W (V_r: the top r
-   eigenvectors of W^T W, W's right singular vectors), computed as (h V_r) (W V_r)^T (in int8 from three rows
-   on, see `approximate`); the row's history (exclude_seen) and the items outside its candidate mask get -inf;
-   its `candidates` best items are the shortlist;
+   eigenvectors of W^T W, W's right singular vectors), computed as (h V_r) (W V_r)^T in int8 (see
+   `approximate`); the row's history (exclude_seen) and the items outside its candidate mask get -inf; its
+   `candidates` best items are the shortlist;
 3. exact float32 logits for the shortlist only, W[shortlist] h + bias[shortlist]; the top k of these, with
    these exact scores.
 
@@ -27,8 +28,7 @@ import torch
 from torch import nn
 
 from genrec.models.multvae import MultVAENetwork
-from genrec.serving.served import ScoringRow, ServedModel, per_row_top
-from genrec.training.data import SparseRows
+from genrec.serving.served import ScoringRow, ServedModel
 
 
 def parse_rerank(spec: str | None) -> tuple[int, int] | None:
@@ -79,44 +79,55 @@ class TwoStageScorer:
         self.n_items = n_items
         self.weight = layer.weight.detach()  # (n_items, d), shared with the model
         self.bias = layer.bias.detach()
+        self._weight, self._bias = self.weight.numpy(), self.bias.numpy()
+        # the layers before the output layer as numpy (W^T, b) pairs; of the encoder's last layer of a VAE only
+        # the mean's half (the posterior mean is what is scored)
+        self._input_weight = net.input_layer.weight.detach().numpy()  # (n_items, d0): one row per item
+        self._input_bias = net.input_layer.bias.detach().numpy()
+        encoder = [(m.weight.detach(), m.bias.detach()) for m in net.encoder]
+        if net.variational:
+            w, b = encoder[-1]
+            encoder[-1] = (w[: net.latent], b[: net.latent])
+        self._encoder = [(w.T.contiguous().numpy(), b.numpy()) for w, b in encoder]
+        self._decoder = [(m.weight.detach().T.contiguous().numpy(), m.bias.detach().numpy())
+                         for m in net.decoder[:-1]]
+        self._variational = net.variational
         # W V_r V_r^T is the truncated SVD U_r diag(s_r) V_r^T, with V_r the top eigenvectors of W^T W (d, d)
         _, vectors = torch.linalg.eigh((self.weight.T @ self.weight).double())
         top = vectors[:, -rank:].flip(1).float()  # (d, rank), largest singular value first
         self.project = top.contiguous()  # (d, rank)
-        self.expand = (self.weight @ top).T.contiguous()  # (rank, n_items)
-        self.expand_int8 = _int8_linear(self.expand.T, self.bias)
+        self.expand_int8 = _int8_linear((self.weight @ top).contiguous(), self.bias)  # rank -> n_items
 
     def approximate(self, h: torch.Tensor) -> torch.Tensor:
-        """(B, n_items) low-rank logits (h V_r) (W V_r)^T + bias. For one or two rows a float32 product (a
-        matrix-vector kernel); from three rows fbgemm's int8 kernel, 2-5x faster there than MKL's float32 GEMM,
-        which handles a few rows against 41k columns badly (the shortlist tolerates the ~1% error: same agreement
-        on Gowalla)."""
-        low = h @ self.project
-        return torch.addmm(self.bias, low, self.expand) if len(low) < 3 else self.expand_int8(low)
+        """(B, n_items) low-rank logits (h V_r) (W V_r)^T + bias, by fbgemm's int8 kernel: its 2.6 MB of weights
+        (rank 64 on Gowalla) against 10.5 MB in float32, 1.2x faster than MKL's float32 product for one row and
+        4-9x for two to four (MKL handles a few rows against 41k columns badly); the shortlist tolerates the ~1%
+        error (agreement on Gowalla: benchmarks/results/serving.md)."""
+        return self.expand_int8(h @ self.project)
 
     def close(self) -> None:
         """Nothing to release (the scorer lives in the server's process); here for the app's model swaps."""
 
-    def _input(self, rows: list[ScoringRow]) -> SparseRows:
-        """The rows' histories as the model scores them: binary, each item once per row, items sorted."""
-        lengths = np.fromiter((len(r.items) for r in rows), np.int64, len(rows))
-        owners = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
-        items = np.concatenate([r.items for r in rows]).astype(np.int64) if lengths.sum() else np.zeros(0, np.int64)
-        if len(items) and (items.min() < 0 or items.max() >= self.n_items):
-            raise ValueError(f"item index out of range 0..{self.n_items - 1} in a history")
-        keys = np.unique(owners * self.n_items + items)
-        owners, items = keys // self.n_items, keys % self.n_items
-        offsets = np.zeros(len(rows) + 1, np.int64)
-        np.cumsum(np.bincount(owners, minlength=len(rows)), out=offsets[1:])
-        return SparseRows(torch.from_numpy(items), torch.from_numpy(offsets), torch.ones(len(items)),
-                          torch.from_numpy(owners), torch.arange(len(rows)))
-
-    def hidden(self, rows: list[ScoringRow]) -> torch.Tensor:
-        """(B, d): the output layer's input for each row's history (the posterior mean, as model.score)."""
-        z = self.net.encode(self._input(rows))[0]
-        for i, layer in enumerate(self.net.decoder[:-1]):
-            z = layer(z if i == 0 else torch.tanh(z))
-        return z if len(self.net.decoder) == 1 else torch.tanh(z)
+    def hidden(self, rows: list[ScoringRow]) -> np.ndarray:
+        """(B, d) float32: the output layer's input for each row's history (binary, each item once), the
+        posterior mean, as `model.score` computes it."""
+        h = np.zeros((len(rows), len(self._input_bias)), np.float32)
+        for i, row in enumerate(rows):
+            if not len(row.items):
+                continue
+            items = np.unique(row.items)
+            if items[0] < 0 or items[-1] >= self.n_items:
+                raise ValueError(f"item index out of range 0..{self.n_items - 1} in a history")
+            np.sum(self._input_weight[items], axis=0, out=h[i])
+            h[i] *= np.float32(1.0 / np.sqrt(len(items)))  # the L2-normalised binary row
+        h += self._input_bias
+        for w, b in self._encoder:
+            h = np.tanh(h) @ w + b
+        if not self._variational:
+            h = np.tanh(h)
+        for i, (w, b) in enumerate(self._decoder):
+            h = (h if i == 0 else np.tanh(h)) @ w + b
+        return np.tanh(h) if self._decoder else h
 
     def shortlist(self, h: torch.Tensor, rows: list[ScoringRow], size: int) -> torch.Tensor:
         """(B, size) int64: each row's best items by the low-rank logits, among those it may get."""
@@ -127,7 +138,7 @@ class TwoStageScorer:
         for i, row in enumerate(rows):
             if row.allowed is not None:
                 approx[i].masked_fill_(torch.from_numpy(~row.allowed), -torch.inf)
-        values, items = torch.topk(approx, size, dim=1)
+        values, items = torch.topk(approx, size, dim=1, sorted=False)  # (the order is set after re-scoring)
         return items.masked_fill_(values == -torch.inf, -1)  # -1: fewer than `size` items are allowed
 
     def score_rows(self, rows: list[ScoringRow]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -135,16 +146,17 @@ class TwoStageScorer:
         items dropped when exclude_seen, only allowed items, at most k."""
         k_max = min(max(r.k for r in rows), self.n_items)
         size = min(max(self.candidates, k_max), self.n_items)
+        h = self.hidden(rows)
         with torch.no_grad():
-            h = self.hidden(rows)
-            short = self.shortlist(h, rows, size)
-            safe = short.clamp_min(0)
-            flat = safe.view(-1)
-            gathered = torch.index_select(self.weight, 0, flat).view(len(rows), size, -1)  # (B, size, d)
-            exact = torch.index_select(self.bias, 0, flat).view(len(rows), size)
-            for i in range(len(rows)):  # one matrix-vector product per row: faster than bmm's batched form on CPU
-                exact[i].add_(torch.mv(gathered[i], h[i]))
-            exact.nan_to_num_(nan=-torch.inf, posinf=torch.inf, neginf=-torch.inf).masked_fill_(short < 0, -torch.inf)
-            values, order = torch.topk(exact, min(k_max, size), dim=1)
-            top = torch.gather(safe, 1, order)
-        return per_row_top(values.numpy(), top.numpy(), rows)
+            short = self.shortlist(torch.from_numpy(h), rows, size).numpy()
+        out = []
+        for i, row in enumerate(rows):  # exact logits of the row's shortlist: (size, d) @ (d,), then its top k
+            items = short[i][short[i] >= 0]
+            exact = self._weight[items] @ h[i] + self._bias[items]
+            exact[np.isnan(exact)] = -np.inf
+            k = min(row.k, len(items))
+            top = np.argpartition(-exact, k - 1)[:k] if 0 < k < len(items) else np.arange(len(items))
+            top = top[np.lexsort((items[top], -exact[top]))][:k]  # best first; ties by item index
+            keep = np.isfinite(exact[top])
+            out.append((items[top][keep].astype(np.int64), exact[top][keep]))
+        return out

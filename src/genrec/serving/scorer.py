@@ -94,9 +94,11 @@ def _scoring_process(conn, model_dir: str, verify: bool, imports: list[str], tor
         for module in imports:
             importlib.import_module(module)
         if torch_threads:
+            import threadpoolctl
             import torch
 
             torch.set_num_threads(torch_threads)
+            threadpoolctl.threadpool_limits(torch_threads)  # numpy's BLAS too (the two-stage scorer's products)
         served = ServedModel.load(model_dir, verify=verify, quantize=quantize)
         scorer = TwoStageScorer(served, *rerank) if rerank else served
     except Exception as e:  # tell the parent why, then stop
