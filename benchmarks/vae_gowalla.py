@@ -222,20 +222,19 @@ def recbole_stage(log, ours: dict | None) -> dict:
 
 
 # quality ------------------------------------------------------------------------------------------------------
-def make_model(name: str, epochs: int, minutes: float, checkpoint_dir: Path):
+def make_model(name: str, epochs: int, minutes: float, checkpoint_dir: Path, params: dict | None = None):
+    """The model with its published defaults, `params` (e.g. {"anneal_cap": 1.0}) overriding some."""
     from genrec.models.multvae import MultDAE, MultVAE
     from genrec.models.recvae import RecVAE
 
     options = {"progress": False, "monitor": f"ndcg@{K}", "checkpoint_dir": str(checkpoint_dir),
                "max_seconds": 60.0 * minutes}
-    if name == "multvae":
-        return MultVAE(epochs=epochs, train_options=options)
-    if name == "multdae":
-        return MultDAE(epochs=epochs, train_options=options)
-    return RecVAE(epochs=epochs, train_options=options)
+    cls = {"multvae": MultVAE, "multdae": MultDAE, "recvae": RecVAE}[name]
+    return cls(epochs=epochs, train_options=options, **(params or {}))
 
 
-def quality_job(name: str, epochs: int, minutes: float, resume: bool, bundle: Path | None) -> dict:
+def quality_job(name: str, epochs: int, minutes: float, resume: bool, bundle: Path | None,
+                params: dict | None = None) -> dict:
     """Train on the tuning split with per-epoch validation for at most `epochs` epochs or about `minutes` of
     training, keep the best epoch, save it as a bundle (with train.txt's id maps and rows) when `bundle` is
     given, and score the test users."""
@@ -247,7 +246,7 @@ def quality_job(name: str, epochs: int, minutes: float, resume: bool, bundle: Pa
     ckpt = RUNS / name
     if ckpt.exists() and not resume:
         shutil.rmtree(ckpt)
-    model = make_model(name, epochs, minutes, ckpt)
+    model = make_model(name, epochs, minutes, ckpt, params)
     start = time.perf_counter()
     model.fit(tuning.train, validation=validation)
     fit_seconds = time.perf_counter() - start
@@ -355,21 +354,25 @@ def recbole_section(s: dict) -> list[str]:
             f"{' '.join(f'{x:.1f}' for x in s['load'])}.", ""]
 
 
+def label(run: dict) -> str:
+    return NAMES[run["model"]] + (f" ({run['tag']})" if run.get("tag") else "")
+
+
 def quality_section(runs: list[dict]) -> list[str]:
     lines = ["## Test (fold-in of each test user's train.txt row, full ranking)", "",
              f"| model | epochs run (best by validation NDCG@{K}) | Recall@{K} | NDCG@{K} | published Recall / NDCG "
              "| fit minutes | peak memory |", "|---|---|---:|---:|---|---:|---:|"]
     for r in runs:
         pub = PUBLISHED.get(r["model"])
-        lines.append(f"| {NAMES[r['model']]} | {len(r['history'])} ({r['best_epoch'] + 1}) | {r['recall']:.4f} | "
+        lines.append(f"| {label(r)} | {len(r['history'])} ({r['best_epoch'] + 1}) | {r['recall']:.4f} | "
                      f"{r['ndcg']:.4f} | {f'{pub[0]:.4f} / {pub[1]:.4f}' if pub else ''} | "
                      f"{r['fit_seconds'] / 60:.1f} | {r['peak_gb']:.2f} GB |")
-    for label, recall, ndcg in REFERENCES:
-        lines.append(f"| {label} | | | | {recall:.4f} / {ndcg:.4f} | | |")
+    for reference, recall, ndcg in REFERENCES:
+        lines.append(f"| {reference} | | | | {recall:.4f} / {ndcg:.4f} | | |")
     if runs:
         lines += ["", f"{runs[0]['users']} test users. Published: Mult-VAE {PUBLISHED['multvae'][2]}.", ""]
     for r in runs:
-        lines += [f"### {NAMES[r['model']]}: validation curve", "",
+        lines += [f"### {label(r)}: validation curve", "",
                   "hyperparameters: " + ", ".join(f"{k}={v}" for k, v in r["params"].items()), "",
                   f"| epoch | loss | val Recall@{K} | val NDCG@{K} | seconds (train + validation) |",
                   "|---:|---|---:|---:|---:|"]
@@ -389,8 +392,12 @@ def main(argv: list[str] | None = None) -> None:
                         help='JSON: most epochs per model, {"multvae": 200, ...}')
     parser.add_argument("--minutes", type=json.loads, default={"multvae": 25, "recvae": 10, "multdae": 10},
                         help="JSON: training time budget per model (no epoch starts that would overrun it)")
+    parser.add_argument("--params", type=json.loads, default={},
+                        help='JSON: hyperparameters per model over its defaults, {"multvae": {"anneal_cap": 1.0}}')
     parser.add_argument("--bundle", type=Path, default=BUNDLE, help="where the trained Mult-VAE bundle goes")
     parser.add_argument("--resume", action="store_true", help="continue training runs from runs/vae_gowalla")
+    parser.add_argument("--tag", default="", help="keep this run's result beside the untagged one, under "
+                        "STAGE-TAG (e.g. a hyperparameter search: --tag beta-search)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if not (DATA / "train.txt").exists():
@@ -409,13 +416,13 @@ def main(argv: list[str] | None = None) -> None:
         else:
             bundle = args.bundle if stage == "multvae" else None
             result = in_fresh_process(quality_job, stage, args.epochs[stage], args.minutes[stage], args.resume,
-                                      bundle)
+                                      bundle, args.params.get(stage))
             print(f"  {stage}: test recall {result['recall']:.4f} ndcg {result['ndcg']:.4f}, best epoch "
                   f"{result['best_epoch'] + 1} of {len(result['history'])}, fit {result['fit_seconds'] / 60:.1f} min",
                   flush=True)
-        result.update(command=command, stage_minutes=(time.perf_counter() - start) / 60,
+        result.update(command=command, stage_minutes=(time.perf_counter() - start) / 60, tag=args.tag,
                       finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine=machine())
-        (RUNS / f"{stage}.json").write_text(json.dumps(result))
+        (RUNS / f"{stage}{'-' + args.tag if args.tag else ''}.json").write_text(json.dumps(result))
     lines = report()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     old = args.out.read_text() if args.out.exists() else ""
@@ -431,16 +438,17 @@ def report() -> list[str]:
     """The Markdown report from every stage result kept in runs/vae_gowalla."""
     stages = {p.stem: json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))}
     lines = ["# Gowalla (LightGCN split): Mult-VAE, Mult-DAE, RecVAE", ""]
-    for stage in ("speed", "recbole", "multvae", "recvae", "multdae"):
-        if stage in stages:
-            s = stages[stage]
-            lines += [f"- `{stage}` stage, finished {s['finished']} after {s['stage_minutes']:.1f} min: "
-                      f"`env OMP_NUM_THREADS=2 .venv/bin/{s['command']}` (under the heavy lock)"]
+    order = ("speed", "recbole", "multvae", "recvae", "multdae")
+    keys = sorted(stages, key=lambda k: (order.index(k.split("-")[0]) if k.split("-")[0] in order else 99, k))
+    for stage in keys:
+        s = stages[stage]
+        lines += [f"- `{stage}` stage, finished {s['finished']} after {s['stage_minutes']:.1f} min: "
+                  f"`env OMP_NUM_THREADS=2 .venv/bin/{s['command']}` (under the heavy lock)"]
     first = stages.get("speed") or next(iter(stages.values()), None)  # the machine as the latest timings saw it
     lines += ["", *(first["machine"] if first else []), ""]
     lines += speed_section(stages["speed"]) if "speed" in stages else []
     lines += recbole_section(stages["recbole"]) if "recbole" in stages else []
-    lines += quality_section([stages[m] for m in ("multvae", "recvae", "multdae") if m in stages])
+    lines += quality_section([stages[k] for k in keys if k.split("-")[0] in NAMES])
     return lines
 
 
