@@ -69,13 +69,16 @@ def load_split():
 
 
 # speed --------------------------------------------------------------------------------------------------------
-def mm_seconds(a_shape, b_shape, transpose_a: bool = False, transpose_b: bool = False, reps: int = 5) -> float:
+def mm_seconds(a_shape, b_shape, transpose_a: bool = False, transpose_b: bool = False, reps: int = 5,
+               dtype=None) -> float:
     """Best wall time of torch.mm(a, b) over `reps` runs after a warm-up; a (b) is a transposed view when
-    transpose_a (transpose_b), the layouts autograd hands MKL (F.linear's weight, grad_output.t())."""
+    transpose_a (transpose_b), the layouts autograd hands MKL (F.linear's weight, grad_output.t()); float32
+    unless `dtype`."""
     import torch
 
     a = torch.randn(a_shape[1], a_shape[0]).t() if transpose_a else torch.randn(*a_shape)
     b = torch.randn(b_shape[1], b_shape[0]).t() if transpose_b else torch.randn(*b_shape)
+    a, b = (a, b) if dtype is None else (a.to(dtype), b.to(dtype))
     torch.mm(a, b)
     times = []
     for _ in range(reps):
@@ -109,13 +112,14 @@ def gemm_rate(gemms) -> float:
     return sum(g[1] for g in gemms) / sum(min(g[2], g[3]) for g in gemms)
 
 
-def epoch_job(epochs: int = 2) -> dict:
+def epoch_job(epochs: int = 2, amp_cpu: bool = False) -> dict:
     """Mult-VAE epochs over train.txt through the Trainer, in a fresh process (its peak RSS is reported), with
-    the CPU seconds the process got per wall second (2.0 = both cores to itself; less = the machine was shared)."""
+    the CPU seconds the process got per wall second (2.0 = both cores to itself; less = the machine was shared).
+    amp_cpu: in bfloat16 autocast (TrainOptions.amp_cpu)."""
     from genrec.models.multvae import MultVAE
 
     train, _, _ = load_split()
-    model = MultVAE(epochs=epochs, train_options={"progress": False})
+    model = MultVAE(epochs=epochs, train_options={"progress": False, "amp_cpu": amp_cpu})
     usage, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     model.fit(train)
     after, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - start
@@ -193,6 +197,8 @@ def speed_stage(log) -> dict:
     rate = gemm_rate(gemms)
     square = 2 * 2048**3 / mm_seconds((2048, 2048), (2048, 2048))
     epoch = in_fresh_process(epoch_job)
+    epoch_bf16 = in_fresh_process(epoch_job, 2, True)
+    bf16_square = 2 * 2048**3 / mm_seconds((2048, 2048), (2048, 2048), dtype=torch.bfloat16)
     gemms_after = step_gemms(500, layers)  # the machine is shared: measure the rate before and after the epoch
     rate_after = gemm_rate(gemms_after)
     square = max(square, 2 * 2048**3 / mm_seconds((2048, 2048), (2048, 2048)))
@@ -200,7 +206,8 @@ def speed_stage(log) -> dict:
     layer = in_fresh_process(input_layer_job, 4)
     out = {"dense_flops": dense_flops, "sparse_flops": sparse_flops, "batches": len(batches),
            "gemms": gemms, "gemms_after": gemms_after, "rate": rate, "rate_after": rate_after, "floor": floor,
-           "square_rate": square, "epoch": epoch, "input_layer": layer,
+           "square_rate": square, "epoch": epoch, "input_layer": layer, "epoch_bf16": epoch_bf16,
+           "bf16_square_rate": bf16_square,
            "input_layer_protocol": "the two alternating step by step, median of 4 steps after one warm-up",
            "load": os.getloadavg()}
     log(f"  epochs {epoch['seconds']}, floor {floor:.1f}s (GEMM {rate / 1e9:.1f} / {rate_after / 1e9:.1f} "
@@ -223,14 +230,17 @@ def recbole_stage(log, ours: dict | None) -> dict:
 
 # quality ------------------------------------------------------------------------------------------------------
 def make_model(name: str, epochs: int, minutes: float, checkpoint_dir: Path, params: dict | None = None):
-    """The model with its published defaults, `params` (e.g. {"anneal_cap": 1.0}) overriding some."""
+    """The model with its published defaults, `params` (e.g. {"anneal_cap": 1.0}) overriding some; a
+    "train_options" entry of `params` adds to the training options."""
     from genrec.models.multvae import MultDAE, MultVAE
     from genrec.models.recvae import RecVAE
 
     options = {"progress": False, "monitor": f"ndcg@{K}", "checkpoint_dir": str(checkpoint_dir),
                "max_seconds": 60.0 * minutes}
     cls = {"multvae": MultVAE, "multdae": MultDAE, "recvae": RecVAE}[name]
-    return cls(epochs=epochs, train_options=options, **(params or {}))
+    params = dict(params or {})
+    options.update(params.pop("train_options", {}))  # e.g. {"amp_cpu": true}
+    return cls(epochs=epochs, train_options=options, **params)
 
 
 def quality_job(name: str, epochs: int, minutes: float, resume: bool, bundle: Path | None,
@@ -308,6 +318,7 @@ def speed_section(s: dict) -> list[str]:
              *([f"- the epoch process got {e['cores_used']:.2f} CPU-seconds per wall second (2.00 = both cores to "
                 "itself)"] if "cores_used" in e else []),
              f"- peak RSS of the process that loaded the data and ran the epochs: {e['peak_gb']:.2f} GB",
+             *bf16_lines(s, floor),
              f"- load average after the speed stage: {' '.join(f'{x:.1f}' for x in s['load'])}", "",
              "| GEMM in one 500-user step (our layout) | GFLOP | seconds, ours (before / after) | GFLOP/s | "
              "seconds, transposed layout (before / after) | GFLOP/s |", "|---|---:|---:|---:|---:|---:|"]
@@ -329,6 +340,21 @@ def speed_section(s: dict) -> list[str]:
               f"| speedup | {dn['step_seconds'] / sp['step_seconds']:.2f}x | "
               f"{dn['input_layer_seconds'] / sp['input_layer_seconds']:.1f}x |", ""]
     return lines
+
+
+def bf16_lines(s: dict, floor: float) -> list[str]:
+    """The speed stage's bfloat16 epochs (TrainOptions.amp_cpu), when it ran them."""
+    if "epoch_bf16" not in s:
+        return []
+    b = s["epoch_bf16"]
+    best, bf16_floor = min(b["seconds"]), (s["dense_flops"] + s["sparse_flops"]) / s["bf16_square_rate"]
+    return [f"- the same epochs in bfloat16 autocast (`train_options={{'amp_cpu': True}}`: the Linear layers' "
+            "products in bfloat16 with float32 accumulation; float32 weights, gradients and Adam): "
+            f"{', '.join(f'{x:.1f} s' for x in b['seconds'])}; the fastest is **{best / floor:.2f}x the float32 "
+            f"floor** ({'within' if best <= 1.5 * floor else 'NOT within'} 1.5x) and {best / bf16_floor:.2f}x a "
+            f"bfloat16 floor ({bf16_floor:.1f} s at the 2048^3 bfloat16 rate, "
+            f"{s['bf16_square_rate'] / 1e9:.1f} GFLOP/s); {b['cores_used']:.2f} cores used, peak RSS "
+            f"{b['peak_gb']:.2f} GB"]
 
 
 def recbole_section(s: dict) -> list[str]:
