@@ -244,34 +244,40 @@ def make_model(name: str, epochs: int, minutes: float, checkpoint_dir: Path, par
 
 
 def quality_job(name: str, epochs: int, minutes: float, resume: bool, bundle: Path | None,
-                params: dict | None = None) -> dict:
+                params: dict | None = None, refit: bool = False) -> dict:
     """Train on the tuning split with per-epoch validation for at most `epochs` epochs or about `minutes` of
     training, keep the best epoch, save it as a bundle (with train.txt's id maps and rows) when `bundle` is
-    given, and score the test users."""
+    given, and score the test users. refit: instead train on all of train.txt for exactly `epochs` epochs (the
+    count chosen on validation by an earlier run), with no validation and nothing kept but the last epoch."""
     from genrec.evaluation.evaluate import evaluate
 
     train, tuning, test = load_split()
     rng = np.random.default_rng(0)
     validation = tuning.test.subset(np.sort(rng.choice(len(tuning.test), N_VALIDATION_USERS, replace=False)))
-    ckpt = RUNS / name
+    ckpt = RUNS / (name + ("-refit" if refit else ""))
     if ckpt.exists() and not resume:
         shutil.rmtree(ckpt)
-    model = make_model(name, epochs, minutes, ckpt, params)
+    model = make_model(name, epochs, 1e6 if refit else minutes, ckpt, params)
     start = time.perf_counter()
-    model.fit(tuning.train, validation=validation)
+    model.fit(train) if refit else model.fit(tuning.train, validation=validation)
     fit_seconds = time.perf_counter() - start
     best = model.history_[model.best_epoch_]
     if bundle is not None:
+        trained_on = (f"all of train.txt, {len(train)} events, for {epochs} epochs (chosen on validation)" if refit
+                      else "train.txt less a random 10% of each user's items (split_random_holdout, seed 0), "
+                      f"{len(tuning.train)} events; best epoch by validation NDCG@{K} on {N_VALIDATION_USERS} "
+                      "users' held-out items")
         model.save(bundle, train, extra={
-            "trained_on": "train.txt less a random 10% of each user's items (split_random_holdout, seed 0), "
-                          f"{len(tuning.train)} events; best epoch by validation NDCG@{K} on "
-                          f"{N_VALIDATION_USERS} users' held-out items",
-            "epochs": len(model.history_), "best_epoch": model.best_epoch_ + 1, "fit_seconds": fit_seconds,
-            f"val_ndcg@{K}": best[f"val_ndcg@{K}"], f"val_recall@{K}": best[f"val_recall@{K}"],
+            "trained_on": trained_on, "epochs": len(model.history_), "best_epoch": model.best_epoch_ + 1,
+            "fit_seconds": fit_seconds, **({} if refit else {f"val_ndcg@{K}": best[f"val_ndcg@{K}"],
+                                                              f"val_recall@{K}": best[f"val_recall@{K}"]}),
             "benchmark": "benchmarks/vae_gowalla.py"})
         print(f"  saved {bundle} at {time.strftime('%H:%M:%S', time.gmtime())} UTC", flush=True)
     result = evaluate(model, test, ks=(K,), metrics=("recall", "ndcg"), train=train)
-    return {"model": name, "params": {k: v for k, v in model.get_params().items() if k != "train_options"},
+    options = {k: v for k, v in (model.train_options or {}).items()
+               if k not in ("progress", "monitor", "checkpoint_dir", "max_seconds")}
+    return {"model": name, "params": {**{k: v for k, v in model.get_params().items() if k != "train_options"},
+                                      **({"train_options": options} if options else {})}, "refit": refit,
             "history": model.history_, "best_epoch": model.best_epoch_, "fit_seconds": fit_seconds,
             "minutes": minutes, "epochs_allowed": epochs, "bundle": None if bundle is None else str(bundle),
             "recall": result[f"recall@{K}"], "ndcg": result[f"ndcg@{K}"], "users": result.n_users,
@@ -398,13 +404,17 @@ def quality_section(runs: list[dict]) -> list[str]:
     if runs:
         lines += ["", f"{runs[0]['users']} test users. Published: Mult-VAE {PUBLISHED['multvae'][2]}.", ""]
     for r in runs:
-        lines += [f"### {label(r)}: validation curve", "",
-                  "hyperparameters: " + ", ".join(f"{k}={v}" for k, v in r["params"].items()), "",
-                  f"| epoch | loss | val Recall@{K} | val NDCG@{K} | seconds (train + validation) |",
-                  "|---:|---|---:|---:|---:|"]
+        p = r["params"]
+        beta = "total_anneal_steps" in p  # Mult-VAE: the KL weight at the end of each epoch
+        lines += [f"### {label(r)}: {'training' if r.get('refit') else 'validation'} curve", "",
+                  "hyperparameters: " + ", ".join(f"{k}={v}" for k, v in p.items()), "",
+                  f"| epoch |{' beta |' if beta else ''} loss | val Recall@{K} | val NDCG@{K} | seconds (train + "
+                  "validation) |", f"|---:|{'---:|' if beta else ''}---|---:|---:|---:|"]
         for h in r["history"]:
             loss = ", ".join(f"{h[k]:.2f}" for k in h if k.startswith("loss"))
-            lines.append(f"| {h['epoch'] + 1} | {loss} | {h.get(f'val_recall@{K}', float('nan')):.4f} | "
+            b = f" {min(p['anneal_cap'], h['step'] / p['total_anneal_steps']):.2f} |" if beta and "step" in h else \
+                (" |" if beta else "")
+            lines.append(f"| {h['epoch'] + 1} |{b} {loss} | {h.get(f'val_recall@{K}', float('nan')):.4f} | "
                          f"{h.get(f'val_ndcg@{K}', float('nan')):.4f} | {h['seconds']:.0f} |")
         lines.append("")
     return lines
@@ -422,6 +432,8 @@ def main(argv: list[str] | None = None) -> None:
                         help='JSON: hyperparameters per model over its defaults, {"multvae": {"anneal_cap": 1.0}}')
     parser.add_argument("--bundle", type=Path, default=BUNDLE, help="where the trained Mult-VAE bundle goes")
     parser.add_argument("--resume", action="store_true", help="continue training runs from runs/vae_gowalla")
+    parser.add_argument("--refit", action="store_true", help="train on all of train.txt for exactly --epochs "
+                        "epochs (no validation): the final fit once an earlier run chose the epochs")
     parser.add_argument("--tag", default="", help="keep this run's result beside the untagged one, under "
                         "STAGE-TAG (e.g. a hyperparameter search: --tag beta-search)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -442,7 +454,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             bundle = args.bundle if stage == "multvae" else None
             result = in_fresh_process(quality_job, stage, args.epochs[stage], args.minutes[stage], args.resume,
-                                      bundle, args.params.get(stage))
+                                      bundle, args.params.get(stage), args.refit)
             print(f"  {stage}: test recall {result['recall']:.4f} ndcg {result['ndcg']:.4f}, best epoch "
                   f"{result['best_epoch'] + 1} of {len(result['history'])}, fit {result['fit_seconds'] / 60:.1f} min",
                   flush=True)
