@@ -261,6 +261,8 @@ def quality_job(name: str, epochs: int, minutes: float, resume: bool, bundle: Pa
     start = time.perf_counter()
     model.fit(train) if refit else model.fit(tuning.train, validation=validation)
     fit_seconds = time.perf_counter() - start
+    if model.best_epoch_ is None:  # no validation (refit): the last epoch is the model
+        model.best_epoch_ = len(model.history_) - 1
     best = model.history_[model.best_epoch_]
     if bundle is not None:
         trained_on = (f"all of train.txt, {len(train)} events, for {epochs} epochs (chosen on validation)" if refit
@@ -298,8 +300,11 @@ def machine() -> list[str]:
     model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if "Model name" in line), "?")
     mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                   if line.startswith("MemTotal"))
+    flags = Path("/proc/cpuinfo").read_text().split()
+    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
     return [f"- CPU: {model}, {len(os.sched_getaffinity(0))} cores (OMP_NUM_THREADS="
-            f"{os.environ.get('OMP_NUM_THREADS', 'unset')}), RAM {mem_kb / 2**20:.1f} GiB; no GPU",
+            f"{os.environ.get('OMP_NUM_THREADS', 'unset')}), vector instructions {', '.join(simd) or 'none listed'}, "
+            f"RAM {mem_kb / 2**20:.1f} GiB; no GPU",
             f"- load average when the stage ended: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (the machine is "
             "shared with "
             "other work, which slows every timing here)",
@@ -398,7 +403,8 @@ def quality_section(runs: list[dict]) -> list[str]:
         pub = PUBLISHED.get(r["model"])
         lines.append(f"| {label(r)} | {len(r['history'])} ({r['best_epoch'] + 1}) | {r['recall']:.4f} | "
                      f"{r['ndcg']:.4f} | {f'{pub[0]:.4f} / {pub[1]:.4f}' if pub else ''} | "
-                     f"{r['fit_seconds'] / 60:.1f} | {r['peak_gb']:.2f} GB |")
+                     f"{max(r['fit_seconds'], sum(h['seconds'] for h in r['history'])) / 60:.1f} | "
+                     f"{r['peak_gb']:.2f} GB |")  # (a resumed run's epochs before the resume count too)
     for reference, recall, ndcg in REFERENCES:
         lines.append(f"| {reference} | | | | {recall:.4f} / {ndcg:.4f} | | |")
     if runs:

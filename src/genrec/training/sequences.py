@@ -194,13 +194,16 @@ class LinearCrossEntropy(torch.autograd.Function):
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         chunk_rows: int = 64, low_precision: bool = False) -> torch.Tensor:
+                         chunk_rows: int | None = None, low_precision: bool = False) -> torch.Tensor:
     """F.cross_entropy(hidden @ weight.T, targets) (mean over rows) without materialising the logits.
 
     hidden: (P, dim) float; weight: (n_classes, dim); targets: (P,) int64 in [0, n_classes); low_precision: the
-    three matrix products and the exponentials in bfloat16 (float32 accumulation, gradients and loss)."""
+    three matrix products and the exponentials in bfloat16 (float32 accumulation, gradients and loss);
+    chunk_rows: rows per chunk, by default 64 in float32 and 128 in bfloat16 (the fastest on Beauty's 12,101
+    items: 31 and 20 ms per 800-row batch, against 35-51 and 22-34 ms at 16-800 rows)."""
     if len(targets) == 0:
         return (hidden.sum() + weight.sum()) * 0.0
+    chunk_rows = chunk_rows or (128 if low_precision else 64)
     return LinearCrossEntropy.apply(hidden.contiguous(), weight.contiguous(), targets, chunk_rows, low_precision)
 
 
