@@ -62,8 +62,10 @@ GRIDS: dict[str, dict[str, list[dict]]] = {
                    # session 5: the reference implementations' Xavier-normal embeddings (~10x smaller inputs)
                    {"dropout": 0.3, "lr": 2e-3, "embedding_init": "xavier", "epochs": 400,
                     "train_options": early(330, every=4, patience=5)},
-                   # session 5: twice the width
+                   # session 5: wider
                    {"dim": 128, "dropout": 0.3, "lr": 2e-3, "epochs": 400,
+                    "train_options": early(330, every=4, patience=5)},
+                   {"dim": 256, "dropout": 0.5, "lr": 2e-3, "epochs": 400,
                     "train_options": early(330, every=4, patience=5)}],
         "bert4rec": [{"dropout": 0.2, "mask_prob": 0.4, "lr": 2e-3, "epochs": 200, "train_options": early(90)}],
         "gru4rec": [{"dropout_embed": 0.2, "dropout_hidden": 0.2, "epochs": 100, "train_options": early(90)}],
@@ -85,7 +87,8 @@ GRIDS: dict[str, dict[str, list[dict]]] = {
                     "train_options": early(600)},
                    # session 5: twice the width (the paper's 64 is kept for the epoch timing)
                    *({"dim": 128, "dropout": d, "loss": "ce", "lr": 2e-3, "epochs": 200, "train_options": early(720)}
-                     for d in (0.3, 0.5))],
+                     for d in (0.3, 0.5)),
+                   {"dim": 256, "dropout": 0.5, "loss": "ce", "lr": 2e-3, "epochs": 200, "train_options": early(900)}],
         "bert4rec": [{"dropout": 0.2, "mask_prob": 0.4, "lr": 2e-3, "epochs": 200, "train_options": early(200)}],
         "gru4rec": [{"dropout_embed": 0.2, "dropout_hidden": 0.2, "epochs": 100, "train_options": early(200)}],
     },
