@@ -177,8 +177,9 @@ def matmul_rate(seconds: float = 3.0, dtype: str = "float32") -> float:
 def time_epoch(data_dir: Path) -> dict:
     """One SASRec epoch on Beauty's training events (no validation), timed by the Trainer, beside the floor: run
     twice (the machine is shared; the faster is the measurement), then once more with the full-softmax loss
-    replaced by a free one, which times everything else (encoder forward and backward, Adam, batches), and once
-    with batches of 256 windows (the same FLOPs in half the steps: the encoder's per-step overhead halves)."""
+    replaced by a free one, which times everything else (encoder forward and backward, Adam, batches), once
+    with batches of 256 windows (the same FLOPs in half the steps: the encoder's per-step overhead halves), and
+    twice with `amp_cpu` (the loss in bfloat16), beside the 2048^3 bfloat16 GEMM rate."""
     import torch
 
     import genrec.models.sasrec as sasrec

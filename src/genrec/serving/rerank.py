@@ -75,11 +75,9 @@ class TwoStageScorer:
                              f"got {rank}")
         if candidates < 1:
             raise ValueError(f"rerank: candidates must be >= 1, got {candidates}")
-        self.served, self.net, self.rank, self.candidates = served, net.eval(), rank, candidates
-        self.n_items = n_items
-        self.weight = layer.weight.detach()  # (n_items, d), shared with the model
-        self.bias = layer.bias.detach()
-        self._weight, self._bias = self.weight.numpy(), self.bias.numpy()
+        self.rank, self.candidates, self.n_items = rank, candidates, n_items
+        weight, bias = layer.weight.detach(), layer.bias.detach()  # (n_items, d), (n_items,)
+        self._weight, self._bias = weight.numpy(), bias.numpy()  # views: the memory is the model's
         # the layers before the output layer as numpy (W^T, b) pairs; of the encoder's last layer of a VAE only
         # the mean's half (the posterior mean is what is scored)
         self._input_weight = net.input_layer.weight.detach().numpy()  # (n_items, d0): one row per item
@@ -93,10 +91,10 @@ class TwoStageScorer:
                          for m in net.decoder[:-1]]
         self._variational = net.variational
         # W V_r V_r^T is the truncated SVD U_r diag(s_r) V_r^T, with V_r the top eigenvectors of W^T W (d, d)
-        _, vectors = torch.linalg.eigh((self.weight.T @ self.weight).double())
+        _, vectors = torch.linalg.eigh((weight.T @ weight).double())
         top = vectors[:, -rank:].flip(1).float()  # (d, rank), largest singular value first
         self.project = top.contiguous()  # (d, rank)
-        self.expand_int8 = _int8_linear((self.weight @ top).contiguous(), self.bias)  # rank -> n_items
+        self.expand_int8 = _int8_linear((weight @ top).contiguous(), bias)  # rank -> n_items
 
     def approximate(self, h: torch.Tensor) -> torch.Tensor:
         """(B, n_items) low-rank logits (h V_r) (W V_r)^T + bias, by fbgemm's int8 kernel: its 2.6 MB of weights
@@ -110,7 +108,8 @@ class TwoStageScorer:
 
     def hidden(self, rows: list[ScoringRow]) -> np.ndarray:
         """(B, d) float32: the output layer's input for each row's history (binary, each item once), the
-        posterior mean, as `model.score` computes it."""
+        posterior mean: `MultVAENetwork.encode` and `decode` up to the last layer, restated in numpy for speed
+        (tests/serving/test_scorer_rerank.py checks the result against the model's own scores)."""
         h = np.zeros((len(rows), len(self._input_bias)), np.float32)
         for i, row in enumerate(rows):
             if not len(row.items):
