@@ -79,13 +79,16 @@ class TwoStageScorer:
         weight, bias = layer.weight.detach(), layer.bias.detach()  # (n_items, d), (n_items,)
         self._weight, self._bias = weight.numpy(), bias.numpy()  # views: the memory is the model's
         # the layers before the output layer as numpy (W^T, b) pairs; of the encoder's last layer of a VAE only
-        # the mean's half (the posterior mean is what is scored)
-        self._input_weight = net.input_layer.weight.detach().numpy()  # (n_items, d0): one row per item
-        self._input_bias = net.input_layer.bias.detach().numpy()
+        # the mean's half (the posterior mean is what is scored): the input layer itself when it is the only one
+        input_weight, input_bias = net.input_layer.weight.detach(), net.input_layer.bias.detach()
         encoder = [(m.weight.detach(), m.bias.detach()) for m in net.encoder]
-        if net.variational:
+        if net.variational and encoder:
             w, b = encoder[-1]
             encoder[-1] = (w[: net.latent], b[: net.latent])
+        elif net.variational:
+            input_weight, input_bias = input_weight[:, : net.latent], input_bias[: net.latent]
+        self._input_weight = input_weight.contiguous().numpy()  # (n_items, d0): one row per item
+        self._input_bias = input_bias.contiguous().numpy()
         self._encoder = [(w.T.contiguous().numpy(), b.numpy()) for w, b in encoder]
         self._decoder = [(m.weight.detach().T.contiguous().numpy(), m.bias.detach().numpy())
                          for m in net.decoder[:-1]]
