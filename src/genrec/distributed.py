@@ -75,6 +75,17 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def all_reduce_sum(values: list[float], device: torch.device | None = None) -> list[float]:
+    """The element-wise sum of `values` over all ranks (the values themselves in a single process). NCCL reduces
+    CUDA tensors only, so under NCCL the sum runs on `device`, this rank's GPU."""
+    if world_size() == 1:
+        return [float(v) for v in values]
+    on = device if dist.get_backend() == "nccl" and device is not None else torch.device("cpu")
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=on)
+    dist.all_reduce(t)
+    return t.cpu().tolist()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free on `host` now (for MASTER_PORT of a local run)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

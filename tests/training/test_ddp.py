@@ -1,5 +1,6 @@
 """Distributed data parallel training: the same config trained by 2 processes under torchrun (gloo on CPU, bound
-to 127.0.0.1) makes the updates one process makes, reaches its validation NDCG, and only rank 0 writes files.
+to 127.0.0.1) makes the updates one process makes, reaches its validation NDCG while each rank scores half of the
+validation users, and only rank 0 writes files.
 
 This file is also the training script torchrun runs: `python -m torch.distributed.run ... -m
 tests.training.test_ddp DATA OUT`.
@@ -24,16 +25,27 @@ DAE = dict(hidden_dims=(100,), dropout=0.0, epochs=4, batch_size=64, lr=5e-3, se
 
 def train(data_path: str, out: str) -> None:
     """Fit a small Mult-VAE, and a Mult-DAE without dropout, on ML-100K (ratings >= 4, 150 validation users);
-    rank 0 writes both histories."""
+    rank 0 writes both histories, every rank the number of users each of its validations scored."""
+    import importlib
+
     from genrec.data.movielens import load_movielens
     from genrec.data.splits import split_strong_generalization
-    from genrec.distributed import is_main_process, shutdown, world_size
+    from genrec.distributed import is_main_process, rank, shutdown, world_size
     from genrec.models.multvae import MultDAE, MultVAE
 
+    evaluation = importlib.import_module("genrec.evaluation.evaluate")  # the module (the package exports the function)
+    scored, evaluate = [], evaluation.evaluate
+
+    def counting_evaluate(model, holdout, *args, **kwargs):
+        scored.append(len(holdout))
+        return evaluate(model, holdout, *args, **kwargs)
+
+    evaluation.evaluate = counting_evaluate  # the validator looks it up when the fit starts
     data = load_movielens(data_path, min_rating=4)
     split = split_strong_generalization(data, n_heldout=150, seed=0)
     vae = MultVAE(**VAE, train_options={"progress": False, "checkpoint_dir": out}).fit(split.train, split.validation)
     dae = MultDAE(**DAE, train_options={"progress": False}).fit(split.train, split.validation)
+    Path(out, f"scored_rank{rank()}.json").write_text(json.dumps(scored))
     if is_main_process():
         Path(out, "result.json").write_text(json.dumps({"world_size": world_size(), "vae": vae.history_,
                                                         "dae": dae.history_}))
@@ -72,6 +84,11 @@ def test_two_processes_reach_the_validation_ndcg_of_one(tmp_path):
     ndcg_two = [r["val_ndcg@100"] for r in two["vae"]]
     assert max(ndcg_one) > ndcg_one[0] + 0.1  # it learned something
     assert abs(max(ndcg_one) - max(ndcg_two)) <= 0.005, (ndcg_one, ndcg_two)
+    # each validation scored every user once: all 150 in one process, a disjoint half on each of two ranks
+    n_validations = VAE["epochs"] + DAE["epochs"]
+    assert json.loads((tmp_path / "nproc1" / "scored_rank0.json").read_text()) == [150] * n_validations
+    for r in (0, 1):
+        assert json.loads((tmp_path / "nproc2" / f"scored_rank{r}.json").read_text()) == [75] * n_validations
     # rank 0 alone wrote the checkpoint's history
     lines = (tmp_path / "nproc2" / "history.jsonl").read_text().splitlines()
     assert len(lines) == VAE["epochs"]

@@ -60,7 +60,7 @@ class TorchRecommender(Recommender):
         trainer = self._trainer()
         validate = None
         if validation is not None and len(validation):
-            validate = self._validator(validation, train, trainer.options.monitor)
+            validate = self._validator(validation, train, trainer)
         if history_path is None and trainer.options.checkpoint_dir:
             history_path = Path(trainer.options.checkpoint_dir) / "history.jsonl"
         result = trainer.fit(self.module_, data, validate, history_path=history_path)
@@ -69,15 +69,28 @@ class TorchRecommender(Recommender):
         self.module_.to("cpu").eval()
         return self
 
-    def _validator(self, validation, train: Interactions, monitor: str):
+    def _validator(self, validation, train: Interactions, trainer: Trainer):
+        """A function returning the validation metrics (NDCG@k, Recall@k both ways; k from the monitor metric).
+        Under DDP each rank scores only its share of the users (every world_size-th, from its rank) and the
+        per-user sums are added over ranks, so every rank gets the metrics of all users at 1/world_size the cost."""
+        from genrec.distributed import all_reduce_sum
         from genrec.evaluation.evaluate import evaluate
 
+        monitor = trainer.options.monitor
         k = int(monitor.split("@")[1]) if "@" in monitor else 20
+        names = ("ndcg", "recall", "recall_liang")
+        share = validation
+        if trainer.world_size > 1:
+            share = validation.subset(np.arange(trainer.rank, len(validation), trainer.world_size))
 
         def validate() -> dict[str, float]:
-            r = evaluate(self, validation, ks=(k,), metrics=("ndcg", "recall", "recall_liang"), train=None)
-            return {key: value for key, value in r.summary.items() if key.split("@")[0] in
-                    ("ndcg", "recall", "recall_liang")}
+            r = evaluate(self, share, ks=(k,), metrics=names, train=None)
+            keys = [key for key in sorted(r.summary) if key.split("@")[0] in names]
+            if trainer.world_size == 1:
+                return {key: r.summary[key] for key in keys}
+            *sums, n_users = all_reduce_sum([r.summary[key] * r.n_users for key in keys] + [r.n_users],
+                                            trainer.device)
+            return {key: total / max(n_users, 1.0) for key, total in zip(keys, sums)}
 
         return validate
 

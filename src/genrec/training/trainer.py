@@ -310,15 +310,15 @@ class Trainer:
         return self._all_reduce_metrics({"over": float(over)})["over"] > 0
 
     def _all_reduce_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
-        """Validation runs on each rank's share of users; the mean over ranks is what every rank sees.
-        (A model that validates on all users on every rank gets the same numbers back.)"""
+        """The mean over ranks of each value, what every rank then sees: batch losses, the out-of-time vote, and
+        the validation metrics (which the validator already combines over ranks, so they come back unchanged)."""
         if not self.distributed:
             return metrics
+        from genrec.distributed import all_reduce_sum
+
         keys = sorted(metrics)
-        t = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
-        dist.all_reduce(t)
-        t /= self.world_size
-        return dict(zip(keys, t.tolist()))
+        sums = all_reduce_sum([metrics[k] for k in keys], self.device)
+        return {k: v / self.world_size for k, v in zip(keys, sums)}
 
     # logging and checkpoints ----------------------------------------------------------------------------
     def _log(self, record, history_path, improved, best_state, module, optimizers, result: FitResult) -> None:
