@@ -11,12 +11,12 @@ from genrec.data.interactions import Histories
 from genrec.data.splits import split_leave_one_out
 from genrec.models.bert4rec import BERT4Rec
 from tests.models.contract import RecommenderContract
-from tests.models.test_sasrec import (
-    _cold_item_split,
-    _own_group_cold_item_first,
+from tests.models.scenarios import (
     beats_popularity_on_cycles,
     blocks_split,
+    cold_item_split,
     cyclic_sequences,
+    own_group_cold_item_first,
 )
 
 FAST = {"progress": False}
@@ -87,6 +87,6 @@ def test_generation_samples_unseen_items_and_is_seeded():
 
 
 def test_item_features_place_items_with_one_event_in_their_category():
-    train, histories, cold = _cold_item_split()
+    train, histories, cold = cold_item_split()
     model = tiny_bert4rec(item_features=["category"], epochs=10).fit(train)
-    assert _own_group_cold_item_first(model, histories, cold, train.item_attributes) >= 0.7
+    assert own_group_cold_item_first(model, histories, cold, train.item_attributes) >= 0.7

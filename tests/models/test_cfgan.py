@@ -12,19 +12,14 @@ import scipy.sparse as sp
 import torch
 
 from genrec.data.interactions import Histories, Interactions
-from genrec.data.splits import split_strong_generalization
 from genrec.models.cfgan import CFGAN, CFGANBatch, CFGANNetwork
 from genrec.training.data import sparse_rows
 from genrec.training.negatives import NegativeSampler, hashed_uniform
 from tests.conftest import block_interactions
 from tests.models.contract import RecommenderContract
+from tests.models.scenarios import blocks_split
 
 FAST = {"progress": False, "monitor": "ndcg@10"}
-
-
-def _blocks_split():
-    """400 users in 4 taste groups, 50 held out (as the Mult-VAE tests)."""
-    return split_strong_generalization(block_interactions(n_users=400), n_heldout=50, seed=1)
 
 
 def _small_cfgan(**params) -> CFGAN:
@@ -39,7 +34,7 @@ class TestCFGAN(RecommenderContract):
     @pytest.fixture(scope="class")
     @classmethod
     def split(cls, data):
-        return _blocks_split()
+        return blocks_split()
 
     def make_model(self):
         return _small_cfgan()
@@ -188,7 +183,7 @@ def test_zero_reconstruction_drives_sampled_non_purchases_towards_zero():
 # training curves, parameters, attributes ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def fitted_small(tmp_path_factory):
-    split = _blocks_split()
+    split = blocks_split()
     run = tmp_path_factory.mktemp("run")
     model = _small_cfgan(epochs=4, train_options={**FAST, "checkpoint_dir": str(run)})
     return model.fit(split.train, validation=split.validation), split, run

@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from genrec.data.splits import split_leave_one_out
 from genrec.models.gru4rec import GRU4Rec
 from tests.models.contract import RecommenderContract
-from tests.models.test_sasrec import (
-    _cold_item_split,
-    _own_group_cold_item_first,
+from tests.models.scenarios import (
     beats_popularity_on_cycles,
     blocks_split,
+    cold_item_split,
     cyclic_sequences,
+    own_group_cold_item_first,
 )
 
 FAST = {"progress": False}
@@ -116,6 +116,6 @@ def test_generation_follows_the_cycle_and_excludes_seen_items():
 
 
 def test_item_features_place_items_with_one_event_in_their_category():
-    train, histories, cold = _cold_item_split()
+    train, histories, cold = cold_item_split()
     model = tiny_gru4rec(item_features=["category"], epochs=8).fit(train)
-    assert _own_group_cold_item_first(model, histories, cold, train.item_attributes) >= 0.7
+    assert own_group_cold_item_first(model, histories, cold, train.item_attributes) >= 0.7

@@ -13,22 +13,15 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from genrec.data.interactions import Histories
-from genrec.data.splits import split_strong_generalization
 from genrec.models.multvae import MultDAE, MultVAE, MultVAENetwork, SparseLinear, multinomial_nll, normalized_input
 from genrec.training.data import sparse_rows
 from genrec.training.trainer import StepContext
-from tests.conftest import block_interactions
 from tests.models.contract import RecommenderContract
+from tests.models.scenarios import assert_fold_in_follows_taste_group, blocks_split
 from tests.training.kill_resume import assert_same_weights, kill_then_resume
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = {"progress": False, "monitor": "ndcg@10"}
-
-
-def _blocks_split():
-    """400 users in 4 taste groups, 50 held out: enough targets that the popularity margin means something."""
-    return split_strong_generalization(block_interactions(n_users=400), n_heldout=50, seed=1)
 
 
 class TestMultVAE(RecommenderContract):
@@ -37,21 +30,13 @@ class TestMultVAE(RecommenderContract):
     @pytest.fixture(scope="class")
     @classmethod
     def split(cls, data):
-        return _blocks_split()
+        return blocks_split()
 
     def make_model(self):
         return MultVAE(hidden_dims=(64, 16), epochs=20, batch_size=32, train_options=FAST)
 
     def test_fold_in_recommends_from_the_new_users_taste_group(self, fitted, split):
         assert_fold_in_follows_taste_group(fitted, split)
-
-
-def assert_fold_in_follows_taste_group(model, split):
-    """A user the model never saw, with five items of taste group 0, gets mostly group-0 items."""
-    group = split.train.item_ids.raw % 4  # block_interactions puts raw item i in taste group i % 4
-    history = np.flatnonzero(group == 0)[:5]
-    recs = model.recommend(Histories.from_lists([history], split.train.n_items), k=5)
-    assert (group[recs.items[0]] == 0).mean() >= 0.8
 
 
 class TestMultDAE(TestMultVAE):
@@ -161,7 +146,7 @@ def test_mult_vae_default_hyperparameters_are_liangs():
 
 def test_bad_hidden_dims_are_named():
     with pytest.raises(ValueError, match="hidden_dims"):
-        MultVAE(hidden_dims=(0, 4)).fit(_blocks_split().train)
+        MultVAE(hidden_dims=(0, 4)).fit(blocks_split().train)
 
 
 def test_kill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path):
@@ -174,7 +159,8 @@ def test_kill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path):
         from safetensors.torch import save_file
         from genrec.models.multvae import MultVAE
         from genrec.training.data import CSRRows
-        from tests.models.test_multvae import FAST, _blocks_split
+        from tests.models.scenarios import blocks_split
+        from tests.models.test_multvae import FAST
 
         class SlowRows(CSRRows):
             def batch(self, idx):
@@ -186,7 +172,7 @@ def test_kill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path):
             def _training_data(self, train):
                 return SlowRows(train.csr(binary=True))
 
-        split = _blocks_split()
+        split = blocks_split()
         model = SlowMultVAE(hidden_dims=(64, 16), epochs=4, batch_size=32,
                             train_options={{**FAST, "checkpoint_dir": sys.argv[2]}})
         model.fit(split.train, validation=split.validation)
@@ -198,7 +184,7 @@ def test_kill_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path):
 
 def test_reusing_freed_memory_changes_no_weight():
     """keep_freed_memory (on for Mult-VAE) only changes how glibc hands out memory: same seed, same weights."""
-    split = _blocks_split()
+    split = blocks_split()
     weights = []
     for keep in (False, True):
         model = MultVAE(hidden_dims=(32, 8), epochs=2, batch_size=64,
@@ -213,7 +199,7 @@ def test_bfloat16_autocast_on_cpu_trains_to_the_float32_quality():
     from genrec.evaluation.evaluate import evaluate
     from genrec.models import Popularity
 
-    split = _blocks_split()
+    split = blocks_split()
     runs = {amp: MultVAE(hidden_dims=(64, 16), epochs=8, batch_size=32,
                          train_options={**FAST, "amp_cpu": amp}).fit(split.train) for amp in (False, True)}
     for exact, low in zip(runs[False].history_, runs[True].history_):

@@ -15,8 +15,9 @@ from genrec.models.recvae import RecVAE, RecVAENetwork, composite_prior_log_dens
 from genrec.training.data import CSRRows, sparse_rows
 from genrec.training.trainer import Trainer
 from tests.models.contract import RecommenderContract
-from tests.models.test_multvae import FAST, _blocks_split, assert_fold_in_follows_taste_group
+from tests.models.scenarios import assert_fold_in_follows_taste_group, blocks_split
 
+FAST = {"progress": False, "monitor": "ndcg@10"}
 WEIGHTS = (3 / 20, 3 / 4, 1 / 10)
 
 
@@ -26,7 +27,7 @@ class TestRecVAE(RecommenderContract):
     @pytest.fixture(scope="class")
     @classmethod
     def split(cls, data):
-        return _blocks_split()
+        return blocks_split()
 
     def make_model(self):
         return RecVAE(hidden_dim=64, latent_dim=16, epochs=20, batch_size=32, train_options=FAST)
@@ -147,4 +148,4 @@ def test_official_default_hyperparameters():
 
 def test_bad_mixture_weights_are_named():
     with pytest.raises(ValueError, match="mixture_weights"):
-        RecVAE(mixture_weights=(0.5, 0.5, 0.5)).fit(_blocks_split().train)
+        RecVAE(mixture_weights=(0.5, 0.5, 0.5)).fit(blocks_split().train)

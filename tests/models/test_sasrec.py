@@ -7,17 +7,21 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from genrec.data.interactions import DataError, Interactions
-from genrec.data.splits import split_leave_one_out, split_strong_generalization
-from genrec.evaluation.evaluate import evaluate
-from genrec.models import Popularity
+from genrec.data.interactions import DataError
+from genrec.data.splits import split_leave_one_out
 from genrec.models.sasrec import SASRec
 from tests.conftest import block_interactions
 from tests.models.contract import RecommenderContract
+from tests.models.scenarios import (
+    beats_popularity_on_cycles,
+    blocks_split,
+    cold_item_split,
+    cyclic_sequences,
+    own_group_cold_item_first,
+)
 
 FAST = {"progress": False}
 
@@ -25,33 +29,6 @@ FAST = {"progress": False}
 def tiny_sasrec(**kw) -> SASRec:
     params = dict(dim=16, max_len=20, dropout=0.5, epochs=12, batch_size=32, lr=1e-2, train_options=FAST)
     return SASRec(**{**params, **kw})
-
-
-def blocks_split():
-    """400 users in 4 taste groups, 50 held out: enough targets that the popularity margin means something."""
-    return split_strong_generalization(block_interactions(n_users=400), n_heldout=50, seed=1)
-
-
-def cyclic_sequences(n_users: int = 300, n_items: int = 100, seed: int = 0) -> Interactions:
-    """Every user walks a fixed random cycle over the items from a random start for 6..20 steps: the next item
-    is fully determined by the last one, while every item is about equally popular."""
-    rng = np.random.default_rng(seed)
-    cycle = rng.permutation(n_items)
-    lengths = rng.integers(6, 21, n_users)
-    users = np.repeat(np.arange(n_users), lengths)
-    steps = np.arange(len(users)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    items = cycle[(np.repeat(rng.integers(0, n_items, n_users), lengths) + steps) % n_items]
-    frame = pd.DataFrame({"user": users, "item": items, "t": steps})
-    return Interactions.from_frame(frame, timestamp="t", source="cyclic")
-
-
-def beats_popularity_on_cycles(model, min_hr: float = 0.9) -> None:
-    split = split_leave_one_out(cyclic_sequences())
-    model.fit(split.train, split.validation)
-    ours = evaluate(model, split.test, ks=(10,), metrics=("hr", "ndcg"), train=split.train)
-    pop = evaluate(Popularity().fit(split.train), split.test, ks=(10,), metrics=("hr", "ndcg"), train=split.train)
-    assert ours["hr@10"] >= min_hr and ours["hr@10"] >= 3 * pop["hr@10"], (ours.summary, pop.summary)
-    assert ours["ndcg@10"] >= 3 * pop["ndcg@10"]
 
 
 class TestSASRec(RecommenderContract):
@@ -185,38 +162,17 @@ def test_temperature_and_top_k_shape_the_samples(cyclic_model):
 
 
 # item attributes ----------------------------------------------------------------------------------------------
-def _cold_item_split():
-    """Block data where one item of each taste group (raw ids 56..59) keeps a single training event."""
-    data = block_interactions(n_users=400)
-    cold = data.item_ids.index([56, 57, 58, 59])
-    split = split_strong_generalization(data, n_heldout=50, seed=1)
-    train = split.train
-    rows = np.flatnonzero(np.isin(train.items, cold))
-    _, first = np.unique(train.items[rows], return_index=True)
-    keep = ~np.isin(train.items, cold)
-    keep[rows[first]] = True
-    return train.select(keep), split.test.histories, cold
-
-
-def _own_group_cold_item_first(model, histories, cold, attrs) -> float:
-    """Share of users for whom the cold item of their own taste group scores highest among the cold items."""
-    groups = attrs["category"].to_numpy()
-    own = [pd.Series(groups[histories.sequence(u)]).mode()[0] for u in range(histories.n_users)]
-    best = cold[np.argmax(model.score(histories)[:, cold], axis=1)]
-    return float(np.mean(groups[best] == np.array(own)))
-
-
 def test_item_features_place_items_with_one_event_in_their_category():
-    train, histories, cold = _cold_item_split()
+    train, histories, cold = cold_item_split()
     with_features = tiny_sasrec(item_features=["category"], epochs=8).fit(train)
     without = tiny_sasrec(epochs=8).fit(train)
     attrs = train.item_attributes
-    assert _own_group_cold_item_first(with_features, histories, cold, attrs) >= 0.8
-    assert _own_group_cold_item_first(without, histories, cold, attrs) <= 0.65  # chance is 0.25
+    assert own_group_cold_item_first(with_features, histories, cold, attrs) >= 0.8
+    assert own_group_cold_item_first(without, histories, cold, attrs) <= 0.65  # chance is 0.25
 
 
 def test_item_features_survive_save_and_load(tmp_path):
-    train, histories, _ = _cold_item_split()
+    train, histories, _ = cold_item_split()
     model = tiny_sasrec(item_features=["category"], epochs=2).fit(train)
     model.save(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "model.json").read_text())

@@ -85,7 +85,8 @@ def test_bfloat16_products_stay_within_a_fraction_of_a_percent_of_float32():
 
 
 def test_sasrec_under_cpu_autocast_takes_the_bfloat16_loss_and_trains():
-    from tests.models.test_sasrec import blocks_split, tiny_sasrec
+    from tests.models.scenarios import blocks_split
+    from tests.models.test_sasrec import tiny_sasrec
 
     split = blocks_split()
     model = tiny_sasrec(epochs=6, train_options={"progress": False, "amp_cpu": True}).fit(split.train)
