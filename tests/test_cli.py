@@ -210,6 +210,25 @@ def test_evaluate_from_data_and_format(workspace, lightgcn_run):
     assert "| pop |" in proc.stdout and "recall@20" in proc.stdout
 
 
+def test_evaluate_adds_labelled_sampled_metrics_on_request(workspace, lightgcn_run):
+    proc = genrec("evaluate", "--model", lightgcn_run / "model", "--data", workspace / "lightgcn",
+                  "--format", "lightgcn", "--sampled", 30, "--out", workspace / "sampled")
+    assert proc.returncode == 0, proc.stderr
+    assert "uni30:ndcg@20" in proc.stdout and "recall@20" in proc.stdout
+    metrics = json.loads((workspace / "sampled" / "metrics.json").read_text())
+    assert metrics["sampled"] == {"negatives": 30, "sampling": "uniform", "metrics": ["hr", "ndcg"]}
+    summary = metrics["models"]["pop"]["summary"]
+    # fewer candidates can only lift the targets: the sampled hit rate is at least the full-ranking one
+    assert summary["uni30:hr@20"] >= summary["hr@20"] and summary["uni30:hr@20"] > 0
+    assert "30 uniform negatives, not among all items" in (workspace / "sampled" / "results.md").read_text()
+
+
+def test_evaluate_names_an_unknown_sampling(workspace, lightgcn_run, capsys):
+    proc = genrec_here(capsys, "evaluate", "--model", lightgcn_run / "model", "--data", workspace / "lightgcn",
+                       "--format", "lightgcn", "--sampled", 30, "--sampling", "zipf")
+    assert_one_line_error(proc, "sampling", "zipf")
+
+
 def test_compare_writes_one_table_and_adds_the_popularity_baseline(workspace):
     cfg = yaml.safe_load((workspace / "csv.yaml").read_text())
     cfg["models"] = {"vae": cfg["models"]["vae"]}

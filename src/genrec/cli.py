@@ -201,10 +201,15 @@ def evaluate(
                                  "leave_one_out for sequence, strong_generalization otherwise)."),
     seed: int = typer.Option(0, help="Split seed with --data."),
     out: Path = typer.Option(None, "--out", "-o", help="Also write metrics.json, results.md, buckets.md here."),
+    sampled: int = typer.Option(None, "--sampled", min=1, help="Also rank each user's targets among this many "
+                                "sampled negatives (labelled columns, e.g. uni100:hr@10; full ranking stays)."),
+    sampling: str = typer.Option("uniform", "--sampling", help="How --sampled draws negatives: uniform or "
+                                 "popularity."),
 ) -> None:
-    """Evaluate a saved model under a protocol (full ranking) and print the metric table."""
+    """Evaluate a saved model under a protocol (full ranking; sampled metrics too with --sampled) and print the
+    metric table."""
     from genrec import experiment as ex
-    from genrec.config import config_from_dict, load_config
+    from genrec.config import SampledConfig, config_from_dict, load_config
     from genrec.models.base import load_bundle
 
     bundle = load_bundle(model)
@@ -218,6 +223,11 @@ def evaluate(
                                 "models": {name: {"model": bundle.meta["model"]}}}, base_dir=Path.cwd())
     else:
         raise ValueError("evaluate needs --config, or --data with --format")
+    if sampling not in ("uniform", "popularity"):
+        raise ValueError(f"--sampling must be uniform or popularity, got {sampling!r}")
+    if sampled is not None:
+        cfg = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={
+            "sampled": SampledConfig(negatives=sampled, sampling=sampling)})})
     split = ex.make_split(ex.clean(ex.load_data(cfg), cfg), cfg)
     if bundle.item_ids is not None:
         holdout, dropped = ex.align_holdout(split.test, split.train.item_ids, bundle.item_ids)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from genrec.evaluation.evaluate import DEFAULT_METRICS
 from genrec.evaluation.metrics import RANKING_METRICS
+from genrec.evaluation.sampled import SAMPLED_METRICS
 
 
 class ConfigError(ValueError):
@@ -154,15 +155,34 @@ class ModelSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class SampledConfig(_Strict):
+    """Also rank each user's targets among `negatives` sampled items (keys labelled e.g. uni100:hr@10), to compare
+    with papers that report sampled metrics; the full-ranking metrics stay the headline."""
+
+    negatives: int = Field(100, ge=1)
+    sampling: Literal["uniform", "popularity"] = "uniform"
+    metrics: list[str] = Field(default_factory=lambda: ["hr", "ndcg"], min_length=1)
+
+    @pydantic.field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, metrics: list[str]) -> list[str]:
+        for m in metrics:
+            if m not in SAMPLED_METRICS:
+                raise ValueError(f"unknown sampled metric {m!r}; known: {', '.join(SAMPLED_METRICS)}")
+        return metrics
+
+
 class EvaluationConfig(_Strict):
     """ks: cut-offs; metrics: ranking metrics (genrec.evaluation.metrics.RANKING_METRICS); buckets: also
-    report metrics per user-activity bucket (user_buckets quantiles) and item-popularity group (item_shares)."""
+    report metrics per user-activity bucket (user_buckets quantiles) and item-popularity group (item_shares);
+    sampled: sampled metrics as well (off unless given)."""
 
     ks: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [10, 20], min_length=1)
     metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1)
     buckets: bool = True
     user_buckets: int = Field(4, ge=1)
     item_shares: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [0.2, 0.3, 0.5])
+    sampled: SampledConfig | None = None
 
     @pydantic.field_validator("metrics")
     @classmethod

@@ -30,6 +30,7 @@ from genrec.config import Columns, ConfigError, DataConfig, ExperimentConfig, Mo
 from genrec.data.interactions import Histories, IdMap, Interactions
 from genrec.data.splits import Holdout, Split
 from genrec.evaluation.evaluate import Results, evaluate
+from genrec.evaluation.sampled import evaluate_sampled
 
 if TYPE_CHECKING:
     from genrec.models.base import Recommender
@@ -169,7 +170,8 @@ def _link_bundle(src: Path, dest: Path) -> None:
 # evaluation -------------------------------------------------------------------------------------------------------
 def evaluate_models(models: dict[str, Recommender], split: Split, cfg: ExperimentConfig,
                     progress: bool = True, train_popularity: bool = True) -> dict[str, Results]:
-    """Full-ranking evaluation of every model on split.test under the configured cut-offs and metrics.
+    """Full-ranking evaluation of every model on split.test under the configured cut-offs and metrics (and
+    sampled metrics, with labelled keys, when the config asks for them).
     Item popularity (novelty, buckets) is counted in split.train, or with train_popularity=False (when the
     training table's items are not the model's) in the test histories."""
     e = cfg.evaluation
@@ -178,6 +180,13 @@ def evaluate_models(models: dict[str, Recommender], split: Split, cfg: Experimen
         results[name] = evaluate(model, split.test, ks=tuple(e.ks), metrics=tuple(e.metrics),
                                  train=split.train if train_popularity else None,
                                  n_user_buckets=e.user_buckets, item_bucket_shares=tuple(e.item_shares))
+        if e.sampled is not None:  # labelled extra keys, e.g. uni100:ndcg@20, beside the full-ranking ones
+            sampled = evaluate_sampled(model, split.test, e.sampled.negatives, e.sampled.sampling, ks=tuple(e.ks),
+                                       metrics=tuple(e.sampled.metrics),
+                                       train=split.train if train_popularity else None, seed=cfg.seed)
+            results[name].summary.update(sampled.summary)
+            results[name].per_user.update(sampled.per_user)
+            results[name].seconds += sampled.seconds
     return results
 
 
@@ -197,9 +206,11 @@ def results_table(results: dict[str, Results], models: dict[str, Recommender] | 
 
 def headline(table: pd.DataFrame, cfg: ExperimentConfig, models: dict[str, Recommender] | None = None
              ) -> pd.DataFrame:
-    """The columns worth printing: recall and NDCG at each K, coverage, fit time, and NDCG vs popularity."""
+    """The columns worth printing: recall and NDCG at each K, sampled metrics at the largest K (when configured),
+    coverage, fit time, and NDCG vs popularity."""
     ks = cfg.evaluation.ks
     cols = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg") if f"{m}@{k}" in table]
+    cols += [c for c in table.columns if ":" in c and c.endswith(f"@{max(ks)}")]  # sampled, e.g. uni100:hr@20
     cols += [c for c in (f"coverage@{max(ks)}", "fit_s") if c in table]
     out = table[cols].copy()
     if "fit_s" in out:
@@ -238,7 +249,9 @@ def write_results(out_dir, cfg: ExperimentConfig, split: Split, results: dict[st
                   table: pd.DataFrame, models: dict[str, Recommender] | None = None) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = {"experiment": cfg.name, "protocol": split.protocol, "models": {}}
+    sampled = cfg.evaluation.sampled
+    metrics = {"experiment": cfg.name, "protocol": split.protocol, "models": {},
+               **({"sampled": sampled.model_dump()} if sampled is not None else {})}
     for name, r in results.items():
         metrics["models"][name] = {
             "model": getattr((models or {}).get(name), "name", None), "n_users": r.n_users,
@@ -249,6 +262,10 @@ def write_results(out_dir, cfg: ExperimentConfig, split: Split, results: dict[st
                                            item_buckets=r.item_buckets.to_dict("records"))
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     title = f"# {cfg.name}: {split.protocol}, {len(split.test)} test users\n\n"
+    if sampled is not None:
+        label = f"{sampled.sampling[:3]}{sampled.negatives}"
+        title += (f"Columns `{label}:...` are sampled metrics: each user's targets ranked among {sampled.negatives} "
+                  f"{sampled.sampling} negatives, not among all items.\n\n")
     (out_dir / "results.md").write_text(title + markdown_table(headline(table, cfg, models)) + "\n\n## All figures\n\n"
                                         + markdown_table(table) + "\n")
     if cfg.evaluation.buckets:

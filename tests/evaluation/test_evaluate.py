@@ -7,42 +7,10 @@ import math
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 
-from genrec.data.interactions import Histories, IdMap, Interactions
-from genrec.data.splits import Holdout
+from genrec.data.interactions import IdMap, Interactions
 from genrec.evaluation.evaluate import evaluate, item_popularity_groups
-from genrec.models.base import Recommender
-
-
-class FixedScores(Recommender):
-    """Row u of `scores` for the user whose raw id is u, whatever the history."""
-
-    def __init__(self, scores: np.ndarray | None = None):
-        self.scores = scores
-
-    def fit(self, train=None, validation=None):
-        self.n_items_ = self.scores.shape[1]
-        return self
-
-    def score(self, histories: Histories) -> np.ndarray:
-        return self.scores[np.asarray(histories.user_ids, dtype=np.int64)]
-
-
-def ranking_scores(rankings: list[list[int]], n_items: int) -> np.ndarray:
-    """Scores that rank each user's listed items first, in the listed order, then the rest by index."""
-    scores = np.tile(-np.arange(n_items, dtype=np.float32), (len(rankings), 1)) - n_items
-    for u, items in enumerate(rankings):
-        scores[u, items] = np.arange(len(items), 0, -1, dtype=np.float32)
-    return scores
-
-
-def holdout(histories: list[list[int]], targets: list[list[int]], n_items: int) -> Holdout:
-    rows = [u for u, items in enumerate(targets) for _ in items]
-    cols = [i for items in targets for i in items]
-    t = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(targets), n_items))
-    users = np.arange(len(histories))
-    return Holdout(Histories.from_lists(histories, n_items, user_ids=users), t, users, "hand-made")
+from tests.evaluation.fixed import FixedScores, holdout, ranking_scores
 
 
 def test_history_items_are_excluded_from_the_ranking():

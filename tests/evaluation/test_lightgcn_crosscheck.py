@@ -17,31 +17,13 @@ import math
 import numpy as np
 import pytest
 
-from genrec.data.interactions import Histories, IdMap, Interactions
+from genrec.data.interactions import IdMap, Interactions
 from genrec.data.splits import split_fixed, split_strong_generalization
 from genrec.evaluation.evaluate import evaluate, evaluate_topk
-from genrec.models.base import Recommender, mask_seen, top_k
+from genrec.models.base import mask_seen, top_k
+from tests.evaluation.fixed import FixedScores, distinct_scores
 
 N_USERS, N_ITEMS, K = 300, 500, 20
-
-
-class FixedScores(Recommender):
-    """Scores looked up by raw user id (raw ids here are 0..n-1), the same for every call."""
-
-    def __init__(self, scores: np.ndarray | None = None):
-        self.scores = scores
-
-    def fit(self, train, validation=None):
-        self.n_items_ = self.scores.shape[1]
-        return self
-
-    def score(self, histories: Histories) -> np.ndarray:
-        return self.scores[np.asarray(histories.user_ids, dtype=np.int64)]
-
-
-def distinct_scores(rng: np.random.Generator, n_users: int, n_items: int) -> np.ndarray:
-    """Random float32 scores without ties inside a row, so every ranking is unique."""
-    return np.argsort(rng.random((n_users, n_items)), axis=1).astype(np.float32) / n_items
 
 
 # LightGCN reference ------------------------------------------------------------------------------------------
