@@ -155,6 +155,13 @@ class ModelSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+def _known(names: list[str], known, what: str) -> list[str]:
+    for name in names:
+        if name not in known:
+            raise ValueError(f"unknown {what} {name!r}; known: {', '.join(known)}")
+    return names
+
+
 class SampledConfig(_Strict):
     """Also rank each user's targets among `negatives` sampled items (keys labelled e.g. uni100:hr@10), to compare
     with papers that report sampled metrics; the full-ranking metrics stay the headline."""
@@ -166,10 +173,7 @@ class SampledConfig(_Strict):
     @pydantic.field_validator("metrics")
     @classmethod
     def _known_metrics(cls, metrics: list[str]) -> list[str]:
-        for m in metrics:
-            if m not in SAMPLED_METRICS:
-                raise ValueError(f"unknown sampled metric {m!r}; known: {', '.join(SAMPLED_METRICS)}")
-        return metrics
+        return _known(metrics, SAMPLED_METRICS, "sampled metric")
 
 
 class EvaluationConfig(_Strict):
@@ -187,10 +191,7 @@ class EvaluationConfig(_Strict):
     @pydantic.field_validator("metrics")
     @classmethod
     def _known_metrics(cls, metrics: list[str]) -> list[str]:
-        for m in metrics:
-            if m not in RANKING_METRICS:
-                raise ValueError(f"unknown metric {m!r}; known: {', '.join(RANKING_METRICS)}")
-        return metrics
+        return _known(metrics, RANKING_METRICS, "metric")
 
 
 class ExperimentConfig(_Strict):
