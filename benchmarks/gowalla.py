@@ -12,7 +12,8 @@ everything before it); "fit s" is the wall-clock time of `fit` alone.
 writes benchmarks/results/gowalla.md. Every finished fit (validation or test) is kept, as JSON in a comment at the
 end of that file, and reused by later runs: one model per invocation, an interrupted run loses only the fit in
 progress, and the file always shows every model run so far. `--fresh` drops a model's kept fits first;
-`--validation-only` fits the grid and stops before the test fit. The final
+`--validation-only` fits the grid and stops before the test fit; `--other-seeds` also validates ROBUSTNESS_GRIDS on
+other holdout draws (reported beside the choice, never used for it). The final
 EASE model is saved as a bundle (`--save-ease`) for other benchmarks to reuse.
 """
 
@@ -48,11 +49,15 @@ GRIDS: dict[str, list[dict]] = {
     + [{"k": 200, "shrink": 2000.0, "feature_weighting": "tfidf", "alpha": a} for a in (0.5, 0.7, 0.85, 1.0)]
     + [{"k": 200, "shrink": 5000.0, "feature_weighting": "tfidf", "alpha": 0.85},
        {"k": 100, "shrink": 0.0, "prediction": "average_bias"}],  # BARS's ItemKNN: cosine, 100, no shrink
-    "ease": [{"l2": l2} for l2 in (25.0, 50.0, 100.0, 200.0, 500.0)],
+    "ease": [{"l2": l2} for l2 in (25.0, 35.0, 50.0, 70.0, 100.0, 200.0, 500.0)],
     "ials": [{"factors": f, "regularization": r, "alpha": a, "iterations": 15, "num_threads": 2}
              for f, r, a in ((128, 0.01, 40.0), (128, 1.0, 10.0), (256, 1.0, 10.0))],
     "bpr": [{"factors": f, "learning_rate": lr, "iterations": 100} for f, lr in ((128, 0.01), (128, 0.05))],
 }
+# How much the choice depends on which 10% is held out: the same validation fits on other holdout seeds. They are
+# reported beside the choice and never change it (the protocol is seed 0's holdout, as NGCF/LightGCN's one split).
+ROBUSTNESS_SEEDS = (1, 2)
+ROBUSTNESS_GRIDS: dict[str, list[dict]] = {"ease": [{"l2": l2} for l2 in (35.0, 50.0, 70.0, 100.0)]}
 NAMES = {"popularity": "Popularity", "itemknn": "ItemKNN", "ease": "EASE", "ials": "iALS", "bpr": "BPR"}
 # (Recall@20, NDCG@20, source) published on this split
 PUBLISHED = {
@@ -95,6 +100,20 @@ NOTES = [
     "numbers materially. BARS's l2=80, searched on the test file, lies between 50 and 100; validation on a 10% "
     "holdout of train.txt prefers less regularisation than the test file does. The test numbers of 100 did not "
     "and must not change the choice.",
+    "- EASE, session 7 (this note was written before its fits ran): l2=35 and 70 were added to the grid of the "
+    "protocol's holdout (seed 0), so that the choice between the 25 / 50 / 100 points is made on validation rather "
+    "than by interpolation; whatever validation prefers among the seven values is the test row. Separately, "
+    "l2 in {35, 50, 70, 100} was validated on two more holdout draws (seeds 1 and 2, `--other-seeds`) to show how "
+    "much the choice depends on which 10% is held out; those rows are reported only and cannot change the choice. "
+    "The test figures of l2=50, 100 and 200 were known when this was planned, which is why the second study is "
+    "kept out of the choice.",
+    "- EASE, session 7 results: on the protocol's holdout l2=50 stays the best of the seven values (Recall@20 "
+    "0.2167; 70: 0.2157, 35: 0.2151), so the test row is unchanged (0.1752 / 0.1455). On the other two holdout "
+    "draws validation prefers l2=70 (0.2166 vs 0.2155, 0.2153 vs 0.2145); averaged over the three draws, 70 leads "
+    "50 by 0.0003 in Recall@20 and trails it by 0.0003 in NDCG@20. The validation optimum is flat between 50 and "
+    "70, and which of them a single 10% holdout picks is down to the draw. The issue's NDCG@20 bar (0.146, from "
+    "BARS's l2=80 chosen on the test file) is 0.0005 above the row the protocol gives; l2=70 was not fitted on "
+    "test, because no rule fixed before these fits would have chosen it.",
     "- ItemKNN: validation chose alpha=1.0, the end of alpha's range (the denominator is then |x_i|^2 + shrink, "
     "the history item's norm alone: a shrunk conditional probability P(j | i) on TF-IDF weights), so no wider "
     "alpha grid exists; k=200 and shrink=2000 lie inside the values tried.",
@@ -115,35 +134,36 @@ TARGETS = {"ease": (0.175, 0.146), "itemknn": (0.155, 0.120)}
 EASE_LIMITS = (600.0, 16.0)  # fit seconds, peak GB
 
 
-def load_stage(stage: str):
-    """(train, holdout) for 'validation' (train.txt minus 10% per user / those 10%) or 'test' (the files)."""
+def load_stage(stage: str, seed: int = 0):
+    """(train, holdout) for 'validation' (train.txt minus 10% per user / those 10%, drawn with `seed`) or 'test'
+    (the files)."""
     from genrec.data.loaders import load_lightgcn
     from genrec.data.splits import split_fixed, split_random_holdout
 
     train, test = load_lightgcn(DATA)
     if stage == "test":
         return train, split_fixed(train, test, protocol="lightgcn_fixed").test
-    tuning = split_random_holdout(train, test_fraction=0.1, validation_fraction=0.0, seed=0)
+    tuning = split_random_holdout(train, test_fraction=0.1, validation_fraction=0.0, seed=seed)
     return tuning.train, tuning.test
 
 
-def run_job(name: str, params: dict, stage: str, save_to: Path | None = None) -> dict:
+def run_job(name: str, params: dict, stage: str, save_to: Path | None = None, seed: int = 0) -> dict:
     """Fit one model on one stage's training data and evaluate it; runs in its own process. With `save_to`, the
     fitted model (and train.txt's id maps and histories) is saved there as a bundle after the measurements."""
     from genrec.evaluation.evaluate import evaluate
     from genrec.models import get_model_class
 
     load = os.getloadavg()[0]
-    train, holdout = load_stage(stage)
+    train, holdout = load_stage(stage, seed)
     model = get_model_class(name)(**params)
     start = time.perf_counter()
     model.fit(train)
     fit_seconds = time.perf_counter() - start
     fit_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     results = evaluate(model, holdout, ks=(K,), metrics=("recall", "ndcg"), train=train)
-    return {"model": name, "params": params, "stage": stage, "recall": results[f"recall@{K}"],
-            "ndcg": results[f"ndcg@{K}"], "users": results.n_users, "fit_seconds": fit_seconds,
-            "eval_seconds": results.seconds, "fit_peak_gb": fit_peak,
+    return {"model": name, "params": params, "stage": stage, **({"seed": seed} if seed else {}),
+            "recall": results[f"recall@{K}"], "ndcg": results[f"ndcg@{K}"], "users": results.n_users,
+            "fit_seconds": fit_seconds, "eval_seconds": results.seconds, "fit_peak_gb": fit_peak,
             "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "load_average": load,
             "saved_to": _save(model, train, save_to)}
 
@@ -155,10 +175,10 @@ def _save(model, train, path: Path | None) -> str | None:
     return str(path)
 
 
-def in_fresh_process(name: str, params: dict, stage: str, save_to: Path | None = None) -> dict:
+def in_fresh_process(name: str, params: dict, stage: str, save_to: Path | None = None, seed: int = 0) -> dict:
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-        return pool.submit(run_job, name, params, stage, save_to).result()
+        return pool.submit(run_job, name, params, stage, save_to, seed).result()
 
 
 def tune_and_test(name: str, store: dict, keep, log, save_to: Path | None = None, test: bool = True) -> None:
@@ -183,18 +203,32 @@ def tune_and_test(name: str, store: dict, keep, log, save_to: Path | None = None
         f"fit {final['fit_seconds']:.0f}s peak {final['peak_gb']:.1f} GB")
 
 
+def validate_other_seeds(name: str, store: dict, keep, log) -> None:
+    """ROBUSTNESS_GRIDS[name] on validation for every seed in ROBUSTNESS_SEEDS (reported, never used to choose)."""
+    for seed in ROBUSTNESS_SEEDS:
+        for params in ROBUSTNESS_GRIDS.get(name, []):
+            trial = store.get(_key(name, "validation", params, seed))
+            if trial is None:
+                trial = in_fresh_process(name, params, "validation", seed=seed)
+                keep(trial)
+            log(f"  validation seed {seed} {name} {params}: recall {trial['recall']:.4f} ndcg {trial['ndcg']:.4f} "
+                f"fit {trial['fit_seconds']:.0f}s")
+
+
 # the kept fits ------------------------------------------------------------------------------------------------
-def _key(name: str, stage: str, params: dict) -> str:
-    return f"{name}|{stage}|{json.dumps(params, sort_keys=True)}"
+def _key(name: str, stage: str, params: dict, seed: int = 0) -> str:
+    """Seed 0 (the protocol's holdout) keeps the key it had before other seeds existed."""
+    return f"{name}|{stage}|{json.dumps(params, sort_keys=True)}" + (f"|seed={seed}" if seed else "")
 
 
-def _trials(store: dict, name: str, stage: str) -> list[dict]:
-    return [t for t in store.values() if t["model"] == name and t["stage"] == stage]
+def _trials(store: dict, name: str, stage: str, seed: int = 0) -> list[dict]:
+    return [t for t in store.values() if t["model"] == name and t["stage"] == stage and t.get("seed", 0) == seed]
 
 
 def read_store(path: Path) -> dict:
     found = STORE.search(path.read_text()) if path.exists() else None
-    return {_key(t["model"], t["stage"], t["params"]): t for t in json.loads(found.group(1))} if found else {}
+    return ({_key(t["model"], t["stage"], t["params"], t.get("seed", 0)): t for t in json.loads(found.group(1))}
+            if found else {})
 
 
 def _final(store: dict, name: str) -> dict | None:
@@ -257,6 +291,7 @@ def report(store: dict) -> str:
         + ". No published popularity figure on this split is cited here.", ""]
     lines += acceptance(finals)
     lines += validation_table(store, names, finals)
+    lines += seeds_table(store, names)
     lines += ["", "## Notes", "", *NOTES, *edge_notes(store, finals)]
     kept = json.dumps(sorted(store.values(), key=lambda t: t["finished"]), indent=None)
     return "\n".join(lines) + f"\n\n<!-- gowalla-runs\n{kept}\n-->\n"
@@ -276,6 +311,33 @@ def validation_table(store: dict, names: list[str], finals: dict[str, dict]) -> 
             mark = "yes" if t["params"] == chosen else ""
             lines.append(f"| {NAMES[name]} | {fmt_params(t['params'])} | {t['recall']:.4f} | {t['ndcg']:.4f} "
                          f"| {t['fit_seconds']:.1f} | {t['load_average']:.1f} | {mark} |")
+    return lines
+
+
+def seeds_table(store: dict, names: list[str]) -> list[str]:
+    """Validation Recall@20 / NDCG@20 of ROBUSTNESS_GRIDS on every holdout seed, and each seed's best."""
+    seeds = (0, *ROBUSTNESS_SEEDS)
+    lines = []
+    for name in names:
+        rows = [p for p in ROBUSTNESS_GRIDS.get(name, [])
+                if all(store.get(_key(name, "validation", p, s)) for s in seeds)]
+        if not rows:
+            continue
+        if not lines:
+            lines = ["", "## Validation on other holdout seeds (how robust the choice is)", "",
+                     "The same validation fits with the 10% holdout drawn with other seeds "
+                     "(`split_random_holdout(..., seed=S)`, `--other-seeds`). Reported only: the choice above "
+                     "uses seed 0's holdout and was not changed by these rows. Recall@20 / NDCG@20.", ""]
+        lines += [f"| {NAMES[name]} | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+                  "|---|" + "---:|" * (len(seeds) + 1)]
+        for params in rows:
+            trials = [store[_key(name, "validation", params, s)] for s in seeds]
+            mean = [sum(t[m] for t in trials) / len(trials) for m in ("recall", "ndcg")]
+            lines.append(f"| {fmt_params(params)} | " + " | ".join(f"{t['recall']:.4f} / {t['ndcg']:.4f}"
+                                                                  for t in trials)
+                         + f" | {mean[0]:.4f} / {mean[1]:.4f} |")
+        best = [fmt_params(max(rows, key=lambda p: store[_key(name, "validation", p, s)]["recall"])) for s in seeds]
+        lines += ["", f"Best Recall@20 by seed ({', '.join(map(str, seeds))}): {'; '.join(best)}.", ""]
     return lines
 
 
@@ -318,6 +380,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--fresh", action="store_true", help="drop the kept fits of --models first")
     parser.add_argument("--validation-only", action="store_true", help="fit the grids on validation, skip test")
+    parser.add_argument("--other-seeds", action="store_true",
+                        help=f"also validate ROBUSTNESS_GRIDS on holdout seeds {ROBUSTNESS_SEEDS} (reported only)")
     parser.add_argument("--save-ease", type=Path, default=SAVE_EASE, help="bundle folder for the final EASE model")
     args = parser.parse_args(argv)
     if not (DATA / "train.txt").exists():
@@ -329,8 +393,8 @@ def main(argv: list[str] | None = None) -> None:
         store = {k: t for k, t in store.items() if t["model"] not in args.models}
 
     def keep(trial: dict) -> None:
-        store[_key(trial["model"], trial["stage"], trial["params"])] = {**trial, "command": command,
-                                                                        "finished": time.time()}
+        key = _key(trial["model"], trial["stage"], trial["params"], trial.get("seed", 0))
+        store[key] = {**trial, "command": command, "finished": time.time()}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(report(store))
 
@@ -338,6 +402,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{NAMES[name]}:", flush=True)
         tune_and_test(name, store, keep, lambda msg: print(msg, flush=True),
                       args.save_ease if name == "ease" else None, test=not args.validation_only)
+        if args.other_seeds:
+            validate_other_seeds(name, store, keep, lambda msg: print(msg, flush=True))
     text = report(store)
     args.out.write_text(text)
     print(text[:STORE.search(text).start()] if STORE.search(text) else text)
