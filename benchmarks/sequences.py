@@ -67,8 +67,13 @@ GRIDS: dict[str, dict[str, list[dict]]] = {
                     "train_options": early(330, every=4, patience=5)},
                    {"dim": 256, "dropout": 0.5, "lr": 2e-3, "epochs": 400,
                     "train_options": early(330, every=4, patience=5)}],
-        "bert4rec": [{"dropout": 0.2, "mask_prob": 0.4, "lr": 2e-3, "epochs": 200, "train_options": early(90)}],
-        "gru4rec": [{"dropout_embed": 0.2, "dropout_hidden": 0.2, "epochs": 100, "train_options": early(90)}],
+        "bert4rec": [{"dropout": 0.2, "mask_prob": 0.4, "lr": 2e-3, "epochs": 200, "train_options": early(90)},
+                     # session 7: validated as patiently as SASRec here (every 4 epochs, patience 5), longer budget
+                     {"dropout": 0.2, "mask_prob": 0.4, "lr": 2e-3, "epochs": 400,
+                      "train_options": {**early(600, every=4, patience=5), "amp_cpu": True}}],
+        "gru4rec": [{"dropout_embed": 0.2, "dropout_hidden": 0.2, "epochs": 100, "train_options": early(90)},
+                    {"dropout_embed": 0.2, "dropout_hidden": 0.2, "epochs": 200,
+                     "train_options": {**early(400, every=4, patience=5), "amp_cpu": True}}],
     },
     "beauty": {  # SASRec: the loss (sampled softmax over 1,024 uniform negatives, or the full softmax) is chosen
         "popularity": [{}],
@@ -89,8 +94,13 @@ GRIDS: dict[str, dict[str, list[dict]]] = {
                    *({"dim": 128, "dropout": d, "loss": "ce", "lr": 2e-3, "epochs": 200, "train_options": early(720)}
                      for d in (0.3, 0.5)),
                    {"dim": 256, "dropout": 0.5, "loss": "ce", "lr": 2e-3, "epochs": 200, "train_options": early(900)}],
-        "bert4rec": [{"dropout": 0.2, "mask_prob": 0.4, "lr": 2e-3, "epochs": 200, "train_options": early(200)}],
-        "gru4rec": [{"dropout_embed": 0.2, "dropout_hidden": 0.2, "epochs": 100, "train_options": early(200)}],
+        "bert4rec": [{"dropout": 0.2, "mask_prob": 0.4, "lr": 2e-3, "epochs": 200, "train_options": early(200)},
+                     # session 7: the same point with a budget that lets it train (bfloat16 autocast for speed)
+                     {"dropout": 0.2, "mask_prob": 0.4, "lr": 2e-3, "epochs": 300,
+                      "train_options": {**early(1800), "amp_cpu": True}}],
+        "gru4rec": [{"dropout_embed": 0.2, "dropout_hidden": 0.2, "epochs": 100, "train_options": early(200)},
+                    {"dropout_embed": 0.2, "dropout_hidden": 0.2, "epochs": 100,
+                     "train_options": {**early(1200), "amp_cpu": True}}],
     },
 }
 MODELS = ("popularity", "ease", "sasrec", "bert4rec", "gru4rec")
