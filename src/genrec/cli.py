@@ -210,6 +210,7 @@ def evaluate(
     metric table."""
     from genrec import experiment as ex
     from genrec.config import SampledConfig, config_from_dict, load_config
+    from genrec.evaluation.sampled import SAMPLINGS
     from genrec.models.base import load_bundle
 
     bundle = load_bundle(model)
@@ -223,8 +224,8 @@ def evaluate(
                                 "models": {name: {"model": bundle.meta["model"]}}}, base_dir=Path.cwd())
     else:
         raise ValueError("evaluate needs --config, or --data with --format")
-    if sampling not in ("uniform", "popularity"):
-        raise ValueError(f"--sampling must be uniform or popularity, got {sampling!r}")
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"--sampling must be {' or '.join(SAMPLINGS)}, got {sampling!r}")
     if sampled is not None:
         cfg = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={
             "sampled": SampledConfig(negatives=sampled, sampling=sampling)})})

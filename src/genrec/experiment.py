@@ -30,7 +30,7 @@ from genrec.config import Columns, ConfigError, DataConfig, ExperimentConfig, Mo
 from genrec.data.interactions import Histories, IdMap, Interactions
 from genrec.data.splits import Holdout, Split
 from genrec.evaluation.evaluate import Results, evaluate
-from genrec.evaluation.sampled import evaluate_sampled
+from genrec.evaluation.sampled import evaluate_sampled, scheme_label
 
 if TYPE_CHECKING:
     from genrec.models.base import Recommender
@@ -263,7 +263,7 @@ def write_results(out_dir, cfg: ExperimentConfig, split: Split, results: dict[st
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     title = f"# {cfg.name}: {split.protocol}, {len(split.test)} test users\n\n"
     if sampled is not None:
-        label = f"{sampled.sampling[:3]}{sampled.negatives}"
+        label = scheme_label(sampled.negatives, sampled.sampling)
         title += (f"Columns `{label}:...` are sampled metrics: each user's targets ranked among {sampled.negatives} "
                   f"{sampled.sampling} negatives, not among all items.\n\n")
     (out_dir / "results.md").write_text(title + markdown_table(headline(table, cfg, models)) + "\n\n## All figures\n\n"

@@ -78,19 +78,20 @@ class TorchRecommender(Recommender):
 
         monitor = trainer.options.monitor
         k = int(monitor.split("@")[1]) if "@" in monitor else 20
-        names = ("ndcg", "recall", "recall_liang")
+        keys = sorted(f"{m}@{k}" for m in ("ndcg", "recall", "recall_liang"))
         share = validation
         if trainer.world_size > 1:
             share = validation.subset(np.arange(trainer.rank, len(validation), trainer.world_size))
 
         def validate() -> dict[str, float]:
-            r = evaluate(self, share, ks=(k,), metrics=names, train=None)
-            keys = [key for key in sorted(r.summary) if key.split("@")[0] in names]
+            values, n_users = [0.0] * len(keys), 0  # a rank with no users (fewer users than ranks) adds nothing
+            if len(share):
+                r = evaluate(self, share, ks=(k,), metrics=tuple(key.split("@")[0] for key in keys), train=None)
+                values, n_users = [r.summary[key] for key in keys], r.n_users
             if trainer.world_size == 1:
-                return {key: r.summary[key] for key in keys}
-            *sums, n_users = all_reduce_sum([r.summary[key] * r.n_users for key in keys] + [r.n_users],
-                                            trainer.device)
-            return {key: total / max(n_users, 1.0) for key, total in zip(keys, sums)}
+                return dict(zip(keys, values))
+            *sums, total_users = all_reduce_sum([v * n_users for v in values] + [n_users], trainer.device)
+            return {key: total / max(total_users, 1.0) for key, total in zip(keys, sums)}
 
         return validate
 
