@@ -35,7 +35,8 @@ def scheme_label(n_negatives: int, sampling: str) -> str:
 
 
 def sample_negatives(excluded, n_negatives: int, weights: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
-    """(n_users, n_negatives) item indices, -1 where a user has fewer allowed items than n_negatives.
+    """(n_users, min(n_negatives, n_items)) item indices, padded with -1 at the end of a row where the user has
+    fewer allowed items.
 
     excluded: (n_users, n_items) CSR of items that may not be drawn (history and targets); weights: (n_items,)
     non-negative sampling weights, None for uniform. Each row is a sample without replacement."""
