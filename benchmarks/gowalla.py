@@ -185,12 +185,7 @@ def tune_and_test(name: str, store: dict, keep, log, save_to: Path | None = None
     """Every grid point on validation, then (with `test`) the best validated (by Recall@20) refitted on train.txt
     and scored on test. Fits already in `store` are reused; `keep` is called after each new one."""
     for params in GRIDS[name]:
-        trial = store.get(_key(name, "validation", params))
-        if trial is None:
-            trial = in_fresh_process(name, params, "validation")
-            keep(trial)
-        log(f"  validation {name} {params}: recall {trial['recall']:.4f} ndcg {trial['ndcg']:.4f} "
-            f"fit {trial['fit_seconds']:.0f}s")
+        _validated(name, params, store, keep, log)
     best = max(_trials(store, name, "validation"), key=lambda t: t["recall"])
     if not test:
         log(f"  best on validation so far: {best['params']} (test not run: --validation-only)")
@@ -207,12 +202,19 @@ def validate_other_seeds(name: str, store: dict, keep, log) -> None:
     """ROBUSTNESS_GRIDS[name] on validation for every seed in ROBUSTNESS_SEEDS (reported, never used to choose)."""
     for seed in ROBUSTNESS_SEEDS:
         for params in ROBUSTNESS_GRIDS.get(name, []):
-            trial = store.get(_key(name, "validation", params, seed))
-            if trial is None:
-                trial = in_fresh_process(name, params, "validation", seed=seed)
-                keep(trial)
-            log(f"  validation seed {seed} {name} {params}: recall {trial['recall']:.4f} ndcg {trial['ndcg']:.4f} "
-                f"fit {trial['fit_seconds']:.0f}s")
+            _validated(name, params, store, keep, log, seed)
+
+
+def _validated(name: str, params: dict, store: dict, keep, log, seed: int = 0) -> dict:
+    """The kept validation fit of `params` on holdout `seed`, fitted (and kept) first if there is none."""
+    trial = store.get(_key(name, "validation", params, seed))
+    if trial is None:
+        trial = in_fresh_process(name, params, "validation", seed=seed)
+        keep(trial)
+    where = f" seed {seed}" if seed else ""
+    log(f"  validation{where} {name} {params}: recall {trial['recall']:.4f} ndcg {trial['ndcg']:.4f} "
+        f"fit {trial['fit_seconds']:.0f}s")
+    return trial
 
 
 # the kept fits ------------------------------------------------------------------------------------------------
@@ -221,14 +223,17 @@ def _key(name: str, stage: str, params: dict, seed: int = 0) -> str:
     return f"{name}|{stage}|{json.dumps(params, sort_keys=True)}" + (f"|seed={seed}" if seed else "")
 
 
+def _trial_key(trial: dict) -> str:
+    return _key(trial["model"], trial["stage"], trial["params"], trial.get("seed", 0))
+
+
 def _trials(store: dict, name: str, stage: str, seed: int = 0) -> list[dict]:
     return [t for t in store.values() if t["model"] == name and t["stage"] == stage and t.get("seed", 0) == seed]
 
 
 def read_store(path: Path) -> dict:
     found = STORE.search(path.read_text()) if path.exists() else None
-    return ({_key(t["model"], t["stage"], t["params"], t.get("seed", 0)): t for t in json.loads(found.group(1))}
-            if found else {})
+    return {_trial_key(t): t for t in json.loads(found.group(1))} if found else {}
 
 
 def _final(store: dict, name: str) -> dict | None:
@@ -393,8 +398,7 @@ def main(argv: list[str] | None = None) -> None:
         store = {k: t for k, t in store.items() if t["model"] not in args.models}
 
     def keep(trial: dict) -> None:
-        key = _key(trial["model"], trial["stage"], trial["params"], trial.get("seed", 0))
-        store[key] = {**trial, "command": command, "finished": time.time()}
+        store[_trial_key(trial)] = {**trial, "command": command, "finished": time.time()}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(report(store))
 
